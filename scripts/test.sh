@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# scripts/test.sh LAYER: installs what LAYER needs (scripts/setup-LAYER.sh, if any), then
+# runs pytest over tests/LAYER. `all` runs lint and every layer in order, as CI does.
+# Extra arguments go to pytest.
+. "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+LAYERS=(unit integration monitoring charts images cluster e2e)
+
+run_layer() {
+  local layer=$1; shift
+  [ -d "tests/$layer" ] || { log "no tests/$layer yet, skipping"; return 0; }
+  if [ -x "scripts/setup-$layer.sh" ]; then "scripts/setup-$layer.sh"; fi
+  log "tests/$layer"
+  .venv/bin/python -m pytest "tests/$layer" "$@"
+}
+
+layer=${1:-all}; shift || true
+if [ "$layer" = all ]; then
+  start=$SECONDS
+  bash scripts/lint.sh
+  for l in "${LAYERS[@]}"; do
+    t=$SECONDS
+    run_layer "$l" "$@"
+    log "tests/$l took $((SECONDS - t)) s"
+  done
+  log "whole suite took $((SECONDS - start)) s"
+else
+  run_layer "$layer" "$@"
+fi
