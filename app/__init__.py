@@ -1,0 +1,1 @@
+"""beyondfit model service: a FastAPI app that serves an MLflow-registered model."""

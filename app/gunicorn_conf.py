@@ -1,0 +1,56 @@
+"""Gunicorn settings for the service, from the same BEYONDFIT_* environment as the app.
+
+Prometheus multiprocess mode: the shared directory is set before prometheus_client is
+imported anywhere, emptied when the master starts, and a dead worker's live gauges are
+dropped in child_exit so counters stay exact across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from app.logs import logging_config
+from app.settings import Settings
+
+_settings = Settings()
+_multiproc = _settings.prometheus_multiproc_dir or Path(tempfile.gettempdir()) / "beyondfit-metrics"
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_multiproc)
+# This module is read once, by the master, before the app is imported: a clean directory for
+# this server's life, and the master's pid for the per-process metrics.
+shutil.rmtree(_multiproc, ignore_errors=True)
+_multiproc.mkdir(parents=True, exist_ok=True)
+os.environ["BEYONDFIT_GUNICORN_MASTER_PID"] = str(os.getpid())
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+worker_class = "uvicorn_worker.UvicornWorker"
+graceful_timeout = _settings.graceful_timeout
+# A replacement worker loads its model before it heartbeats; leave room for that.
+timeout = int(_settings.replacement_load_timeout_seconds) + 30
+keepalive = 5
+# Imports (MLflow, scikit-learn) happen once in the master and are shared by the workers;
+# each worker still loads its own model in the app's lifespan.
+preload_app = True
+accesslog = None
+# gunicorn's control socket defaults to one path under $HOME: several servers on one host
+# would share it, and a read-only root filesystem cannot hold it.
+no_control_socket = True
+logconfig_dict = logging_config(_settings.log_level)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def when_ready(server: Any) -> None:
+    # Building the app in the master (preload_app) created metric values under the master's
+    # pid; the master serves nothing, so its live gauges must not count as a worker's.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -1,0 +1,301 @@
+"""Loads the model from the MLflow registry, checks it, and swaps it in without a restart.
+
+Each worker runs one ModelStore. Its background task first loads the model with exponential
+backoff (the process stays alive and not ready while MLflow is unreachable), then watches the
+alias: a new version is loaded in a thread, checked (same input columns, a finite prediction
+on its input example) and swapped in with one reference assignment. A version that fails the
+check is refused, counted and logged, and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.metrics import FeatureBinCounter, Metrics
+from app.predictor import Prediction, Predictor, PyfuncPredictor, SklearnPredictor
+from app.schema import InputSchema, UnsupportedSignatureError, input_schema
+from app.settings import Settings
+
+log = logging.getLogger("beyondfit.model")
+
+BINS_METADATA_KEY = "beyondfit_reference_bins"
+
+
+class ModelRefusedError(Exception):
+    """A model version that loaded but must not serve."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model version lives in the registry."""
+
+    name: str
+    version: str
+    alias: str | None
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checked model version, ready to serve. Never mutated: a swap replaces it whole."""
+
+    ref: ModelRef
+    schema: InputSchema
+    predictor: Predictor
+    signature: dict[str, Any]
+    input_example: list[dict[str, Any]]
+    bins: FeatureBinCounter | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, rows: np.ndarray) -> Prediction:
+        return self.predictor.predict(rows)
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/N` -> (NAME, None, N)."""
+    if not uri.startswith("models:/"):
+        raise ValueError(
+            f"model URI must look like models:/NAME@ALIAS or models:/NAME/VERSION: {uri!r}"
+        )
+    rest = uri.removeprefix("models:/").strip("/")
+    if "@" in rest:
+        name, alias = rest.rsplit("@", 1)
+        return name, alias, None
+    if "/" in rest:
+        name, version = rest.rsplit("/", 1)
+        return name, None, version
+    raise ValueError(f"model URI names no alias or version: {uri!r}")
+
+
+class ModelStore:
+    """Holds the model in service for one worker and keeps it current."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.name, self.alias, self.pinned_version = parse_model_uri(settings.model_uri)
+        self.current: LoadedModel | None = None
+        self._refused: set[str] = set()
+        self._client: Any = None
+        self.first_load = asyncio.Event()
+
+    # -- readiness across the workers of one server ------------------------------------------
+    # Files in the shared metrics directory: `model-loaded` says some worker of this server
+    # has loaded a model; `loading-<pid>` says worker <pid> accepts connections without one.
+    @property
+    def _shared_dir(self) -> Path | None:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        return Path(directory) if directory else None
+
+    def replaces_a_worker(self) -> bool:
+        """True in a worker that gunicorn started after the server had a model: it should
+        load before it accepts connections instead of answering 503 meanwhile."""
+        shared = self._shared_dir
+        return shared is not None and (shared / "model-loaded").exists()
+
+    def accepting_without_model(self) -> None:
+        if self._shared_dir is not None:
+            (self._shared_dir / f"loading-{os.getpid()}").touch()
+
+    def all_workers_loaded(self) -> bool:
+        """Whether no live worker of this server accepts connections without a model, so a
+        ready server never answers 503 on any worker."""
+        if self.current is None:
+            return False
+        shared = self._shared_dir
+        if shared is None:
+            return True
+        return not any(
+            Path(f"/proc/{p.name.removeprefix('loading-')}").exists()
+            for p in shared.glob("loading-*")
+        )
+
+    # -- registry -------------------------------------------------------------------------
+    def _mlflow_client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.settings.mlflow_tracking_uri)
+        return self._client
+
+    def resolve(self) -> ModelRef:
+        """Asks the registry which version the URI names now."""
+        client = self._mlflow_client()
+        if self.alias is not None:
+            mv = client.get_model_version_by_alias(self.name, self.alias)
+        else:
+            mv = client.get_model_version(self.name, self.pinned_version)
+        return ModelRef(self.name, str(mv.version), self.alias, mv.run_id)
+
+    # -- loading and checking -------------------------------------------------------------
+    def load(self, ref: ModelRef) -> LoadedModel:
+        """Downloads, builds and checks one version; ModelRefusedError if it must not serve."""
+        import mlflow.pyfunc
+
+        if self.settings.mlflow_tracking_uri:
+            mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+        # suppress_warnings skips the scan of every installed package against the model's
+        # requirements (seconds, on every load).
+        pyfunc = mlflow.pyfunc.load_model(
+            f"models:/{ref.name}/{ref.version}", suppress_warnings=True
+        )
+        meta = pyfunc.metadata
+        try:
+            schema = input_schema(meta.signature, self.settings.max_batch_size)
+        except UnsupportedSignatureError as e:
+            raise ModelRefusedError(str(e)) from e
+        current = self.current
+        if current is not None:
+            difference = current.schema.same_as(schema)
+            if difference is not None:
+                raise ModelRefusedError(
+                    f"input signature is not compatible with version "
+                    f"{current.ref.version}: {difference}"
+                )
+        try:
+            raw = pyfunc.get_raw_model()
+        except Exception:
+            raw = None
+        predictor: Predictor
+        if raw is not None and callable(getattr(raw, "predict", None)):
+            predictor = SklearnPredictor(raw, schema.names)
+        else:
+            predictor = PyfuncPredictor(pyfunc, schema.names)
+        example = _example_rows(pyfunc, schema)
+        _check_prediction(predictor, schema, example)
+        bins = (meta.metadata or {}).get(BINS_METADATA_KEY)
+        return LoadedModel(
+            ref=ref,
+            schema=schema,
+            predictor=predictor,
+            signature=meta.signature.to_dict(),
+            input_example=example,
+            bins=None
+            if not bins
+            else FeatureBinCounter(self.metrics, bins["features"], schema.names),
+        )
+
+    def _swap(self, model: LoadedModel) -> None:
+        old, self.current = self.current, model
+        m = self.metrics
+        if old is not None:
+            m.model_info.labels(
+                old.ref.name, old.ref.version, old.ref.alias or "", old.ref.run_id or ""
+            ).set(0)
+        m.model_info.labels(
+            model.ref.name, model.ref.version, model.ref.alias or "", model.ref.run_id or ""
+        ).set(1)
+        m.model_loaded.set(1)
+        m.model_reloads.labels("success").inc()
+        if old is None:
+            self.first_load.set()
+            if self._shared_dir is not None:
+                (self._shared_dir / "model-loaded").touch()
+                (self._shared_dir / f"loading-{os.getpid()}").unlink(missing_ok=True)
+        log.info(
+            "model in service",
+            extra={
+                "model_name": model.ref.name,
+                "model_version": model.ref.version,
+                "previous_version": old.ref.version if old else None,
+            },
+        )
+
+    async def _try_load(self, ref: ModelRef) -> None:
+        try:
+            model = await asyncio.to_thread(self.load, ref)
+        except ModelRefusedError as e:
+            self._refused.add(ref.version)
+            self.metrics.model_reloads.labels("refused").inc()
+            log.error(
+                "model version refused, keeping the current one",
+                extra={
+                    "model_name": ref.name,
+                    "model_version": ref.version,
+                    "reason": str(e),
+                    "serving_version": self.current.ref.version if self.current else None,
+                },
+            )
+            return
+        except Exception as e:
+            self.metrics.model_reloads.labels("error").inc()
+            raise RuntimeError(f"loading {ref.name} version {ref.version} failed: {e}") from e
+        self._swap(model)
+
+    # -- the background task --------------------------------------------------------------
+    async def run(self) -> None:
+        """Load with backoff, then watch the alias. Runs until cancelled."""
+        backoff = 0.5
+        while True:
+            try:
+                ref = await asyncio.to_thread(self.resolve)
+                wanted = self.current is None or ref.version != self.current.ref.version
+                if wanted and ref.version not in self._refused:
+                    await self._try_load(ref)
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                level = logging.WARNING if self.current is not None else logging.ERROR
+                log.log(
+                    level,
+                    "model registry check failed",
+                    extra={"error": str(e)[:500], "retry_in_s": backoff},
+                )
+                if self.current is None or self.settings.reload_interval_seconds == 0:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.settings.load_retry_max_seconds)
+                    continue
+            if self.settings.reload_interval_seconds == 0 and self.current is not None:
+                return
+            await asyncio.sleep(self.settings.reload_interval_seconds if self.current else backoff)
+
+
+def _example_rows(pyfunc: Any, schema: InputSchema) -> list[dict[str, Any]]:
+    """The logged input example as rows; a row of zeros when the model has none."""
+    example = None
+    try:
+        example = pyfunc.input_example
+    except Exception:  # an example that cannot be read is treated as absent
+        example = None
+    if example is not None and hasattr(example, "to_dict"):
+        rows: list[dict[str, Any]] = example.to_dict(orient="records")
+        if rows and all(set(r) == set(schema.names) for r in rows):
+            return [{k: _json_value(v) for k, v in r.items()} for r in rows]
+    zero = {"boolean": False, "long": 0, "integer": 0}
+    return [{c.name: zero.get(c.type, 0.0) for c in schema.columns}]
+
+
+def _json_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_prediction(
+    predictor: Predictor, schema: InputSchema, example: list[dict[str, Any]]
+) -> None:
+    rows = schema.to_array(example)
+    try:
+        out = predictor.predict(rows)
+    except Exception as e:
+        raise ModelRefusedError(f"prediction on the input example failed: {e}") from e
+    if len(out.labels) != len(rows):
+        raise ModelRefusedError(f"{len(rows)} example rows gave {len(out.labels)} predictions")
+    if out.labels.dtype.kind == "f" and not np.isfinite(out.labels).all():
+        raise ModelRefusedError("prediction on the input example is not finite")
+    if out.probabilities is not None and not np.isfinite(out.probabilities).all():
+        raise ModelRefusedError("class probabilities on the input example are not finite")
+
+
+def configure_mlflow_client() -> None:
+    """Fail fast on an unreachable registry: the store retries with its own backoff, so
+    MLflow's long default retry loop would only delay readiness."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -1,0 +1,631 @@
+"""The service under real gunicorn (2 workers) against a real MLflow server."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow.pyfunc
+import mlflow.sklearn
+import numpy as np
+import pytest
+
+from tests.conftest import RegisteredModel
+from tests.support.metrics import sample_value, scrape
+from tests.support.procs import MlflowServer, Service
+
+pytestmark = pytest.mark.slow
+
+
+def rows(model: RegisteredModel, n: int, start: int = 0) -> list[dict[str, float]]:
+    frame = model.X_test.iloc[start : start + n]
+    return [{k: float(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory,
+    mlflow_server: MlflowServer,
+    registered_model: RegisteredModel,
+) -> Iterator[Service]:
+    svc = Service(
+        tmp_path_factory.mktemp("svc"),
+        {
+            "MLFLOW_TRACKING_URI": mlflow_server.url,
+            "BEYONDFIT_RELOAD_INTERVAL_SECONDS": "1",
+            "BEYONDFIT_MAX_BATCH_SIZE": "50",
+        },
+    ).start()
+    svc.wait_ready(180)
+    yield svc
+    svc.stop()
+
+
+def test_http_predictions_equal_in_process_predictions(
+    service: Service, registered_model: RegisteredModel
+) -> None:
+    uri = f"models:/{registered_model.name}/{registered_model.version}"
+    X = registered_model.X_test.iloc[:50]
+    expected_labels = mlflow.pyfunc.load_model(uri).predict(X)
+    expected_proba = mlflow.sklearn.load_model(uri).predict_proba(X)
+
+    r = httpx.post(
+        f"{service.url}/predict", json={"instances": rows(registered_model, 50)}, timeout=30
+    )
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["predictions"] == list(expected_labels)
+    assert np.array_equal(np.array(body["probabilities"]), expected_proba)
+    assert body["model_name"] == registered_model.name
+    assert body["model_version"] == registered_model.version
+    assert body["classes"] == [0, 1]
+
+
+def test_single_row_and_v2_agree(service: Service, registered_model: RegisteredModel) -> None:
+    row = rows(registered_model, 1)[0]
+    single = httpx.post(f"{service.url}/predict", json={"instances": [row]}).json()
+    names = registered_model.feature_names
+    per_feature = httpx.post(
+        f"{service.url}/v2/models/{registered_model.name}/infer",
+        json={
+            "id": "abc",
+            "inputs": [
+                {"name": n, "shape": [1], "datatype": "FP64", "data": [row[n]]} for n in names
+            ],
+        },
+    )
+    one_tensor = httpx.post(
+        f"{service.url}/v2/models/{registered_model.name}/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, len(names)],
+                    "datatype": "FP64",
+                    "data": [[row[n] for n in names]],
+                }
+            ]
+        },
+    )
+    for r in (per_feature, one_tensor):
+        assert r.status_code == 200, r.text
+        out = {o["name"]: o for o in r.json()["outputs"]}
+        assert out["predict"]["data"] == single["predictions"]
+        assert out["predict_proba"]["data"] == single["probabilities"][0]
+        assert r.json()["model_version"] == registered_model.version
+    assert per_feature.json()["id"] == "abc"
+    assert httpx.get(f"{service.url}/v2/health/ready").json() == {"ready": True}
+    meta = httpx.get(f"{service.url}/v2/models/{registered_model.name}").json()
+    assert [i["name"] for i in meta["inputs"]] == names
+
+
+def test_every_response_carries_request_id_and_model_version(
+    service: Service, registered_model: RegisteredModel
+) -> None:
+    r = httpx.post(
+        f"{service.url}/predict",
+        json={"instances": rows(registered_model, 1)},
+        headers={"X-Request-ID": "trace-123"},
+    )
+    assert r.headers["x-request-id"] == "trace-123"
+    assert r.json()["request_id"] == "trace-123"
+    assert r.headers["x-model-version"] == registered_model.version
+    bad = httpx.post(f"{service.url}/predict", json={"instances": []})
+    assert len(bad.headers["x-request-id"]) == 32
+    assert bad.json()["request_id"] == bad.headers["x-request-id"]
+    # a header that could forge log lines is replaced, not echoed
+    forged = httpx.post(
+        f"{service.url}/predict", json={"instances": []}, headers={"X-Request-ID": "a b\tc"}
+    )
+    assert forged.headers["x-request-id"] != "a b\tc"
+    assert '"request_id": "trace-123"' in service.log_text()
+
+
+def test_health_model_and_openapi(service: Service, registered_model: RegisteredModel) -> None:
+    assert httpx.get(f"{service.url}/health").json() == {"status": "alive"}
+    assert httpx.get(f"{service.url}/health/ready").status_code == 200
+    info = httpx.get(f"{service.url}/model").json()
+    assert (info["name"], info["version"], info["alias"], info["run_id"]) == (
+        registered_model.name,
+        registered_model.version,
+        "champion",
+        registered_model.run_id,
+    )
+    assert info["features"] == registered_model.feature_names
+    doc = httpx.get(f"{service.url}/openapi.json").json()
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    instance = doc["components"]["schemas"]["Instance"]
+    assert sorted(instance["required"]) == sorted(registered_model.feature_names)
+    assert set(body["example"]["instances"][0]) == set(registered_model.feature_names)
+    assert httpx.get(f"{service.url}/docs").status_code == 200
+
+
+def _bad_inputs(model: RegisteredModel) -> list[tuple[str, dict[str, Any], int, str]]:
+    """(case, request kwargs, expected status, text the error must contain)."""
+    row = rows(model, 1)[0]
+    first = model.feature_names[0]
+    raw = '{"instances": [{%s}]}'
+
+    def with_value(v: str) -> str:
+        return raw % ", ".join(f'"{k}": {v if k == first else repr(val)}' for k, val in row.items())
+
+    def js(body: Any) -> dict[str, Any]:
+        return {"json": body}
+
+    def text(body: str, ctype: str | None = "application/json") -> dict[str, Any]:
+        return {"content": body.encode(), "headers": {"content-type": ctype} if ctype else {}}
+
+    missing = {k: v for k, v in row.items() if k != first}
+    v2 = f"/v2/models/{model.name}/infer"
+    n = len(model.feature_names)
+    return [
+        (
+            "missing feature",
+            js({"instances": [missing]}),
+            422,
+            f"instances[0].{first}: Field required",
+        ),
+        (
+            "extra feature",
+            js({"instances": [dict(row, colour=1.0)]}),
+            422,
+            "instances[0].colour: Extra inputs",
+        ),
+        (
+            "string number",
+            js({"instances": [dict(row, **{first: "1.5"})]}),
+            422,
+            f"instances[0].{first}: Input should be a valid number",
+        ),
+        ("boolean", js({"instances": [dict(row, **{first: True})]}), 422, f"instances[0].{first}"),
+        ("null", js({"instances": [dict(row, **{first: None})]}), 422, f"instances[0].{first}"),
+        (
+            "NaN",
+            text(with_value("NaN")),
+            422,
+            f"instances[0].{first}: Input should be a finite number",
+        ),
+        (
+            "Infinity",
+            text(with_value("Infinity")),
+            422,
+            f"instances[0].{first}: Input should be a finite number",
+        ),
+        ("-Infinity", text(with_value("-Infinity")), 422, f"instances[0].{first}"),
+        (
+            "overflow to inf",
+            text(with_value("1e400")),
+            422,
+            f"instances[0].{first}: Input should be a finite number",
+        ),
+        (
+            "nested object value",
+            js({"instances": [dict(row, **{first: {"v": 1}})]}),
+            422,
+            f"instances[0].{first}",
+        ),
+        (
+            "list value",
+            js({"instances": [dict(row, **{first: [1.0]})]}),
+            422,
+            f"instances[0].{first}",
+        ),
+        ("empty batch", js({"instances": []}), 422, "instances: List should have at least 1 item"),
+        (
+            "batch over the limit",
+            js({"instances": [row] * 51}),
+            422,
+            "instances: List should have at most 50 items",
+        ),
+        (
+            "instances not a list",
+            js({"instances": row}),
+            422,
+            "instances: Input should be a valid array",
+        ),
+        ("instances missing", js({}), 422, "instances: Field required"),
+        (
+            "unknown top-level key",
+            js({"instances": [row], "inputs": []}),
+            422,
+            "inputs: Extra inputs",
+        ),
+        ("row not an object", js({"instances": [[1.0, 2.0]]}), 422, "instances[0]"),
+        ("body is a list", js([row]), 422, "body"),
+        ("malformed JSON", text('{"instances": [{'), 400, "malformed JSON"),
+        ("empty body", text(""), 400, "malformed JSON"),
+        (
+            "wrong content type",
+            text(with_value("1.0"), "text/plain"),
+            415,
+            "content type must be application/json",
+        ),
+        (
+            "no content type",
+            text(with_value("1.0"), None),
+            415,
+            "content type must be application/json",
+        ),
+        ("form encoded", {"data": {"a": "1"}}, 415, "application/x-www-form-urlencoded"),
+        (
+            "v2 wrong model name",
+            {"json": {"inputs": []}, "url": "/v2/models/other/infer"},
+            404,
+            "'other' is not served",
+        ),
+        (
+            "v2 no inputs",
+            {"json": {"inputs": []}, "url": v2},
+            422,
+            "inputs: List should have at least 1 item",
+        ),
+        (
+            "v2 wrong width",
+            {
+                "json": {
+                    "inputs": [
+                        {"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}
+                    ]
+                },
+                "url": v2,
+            },
+            422,
+            f"expected [N, {n}]",
+        ),
+        (
+            "v2 data vs shape",
+            {
+                "json": {
+                    "inputs": [
+                        {"name": "x", "shape": [2, n], "datatype": "FP64", "data": [0.0] * n}
+                    ]
+                },
+                "url": v2,
+            },
+            422,
+            f"needs {2 * n} values",
+        ),
+        (
+            "v2 string datatype",
+            {
+                "json": {
+                    "inputs": [
+                        {"name": "x", "shape": [1, n], "datatype": "BYTES", "data": ["a"] * n}
+                    ]
+                },
+                "url": v2,
+            },
+            422,
+            "BYTES is not numeric",
+        ),
+        (
+            "v2 missing feature",
+            {
+                "json": {
+                    "inputs": [{"name": first, "shape": [1], "datatype": "FP64", "data": [1.0]}]
+                },
+                "url": v2,
+            },
+            422,
+            "missing feature(s)",
+        ),
+        (
+            "v2 NaN",
+            {
+                "content": (
+                    '{"inputs": [{"name": "x", "shape": [1, '
+                    + str(n)
+                    + '], "datatype": "FP64", "data": ['
+                    + ", ".join(["NaN"] * n)
+                    + "]}]}"
+                ).encode(),
+                "headers": {"content-type": "application/json"},
+                "url": v2,
+            },
+            422,
+            "is not a finite number",
+        ),
+        (
+            "v2 malformed JSON",
+            {"content": b"{", "headers": {"content-type": "application/json"}, "url": v2},
+            400,
+            "Invalid JSON",
+        ),
+        (
+            "v2 unknown datatype",
+            {
+                "json": {
+                    "inputs": [
+                        {"name": "x", "shape": [1, n], "datatype": "FP128", "data": [0.0] * n}
+                    ]
+                },
+                "url": v2,
+            },
+            422,
+            "inputs[0].datatype",
+        ),
+    ]
+
+
+def test_bad_inputs_get_a_4xx_that_names_the_problem(
+    service: Service, registered_model: RegisteredModel
+) -> None:
+    cases = _bad_inputs(registered_model)
+    assert len(cases) >= 20
+    failures = []
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        for case, kwargs, status, fragment in cases:
+            url = kwargs.pop("url", "/predict")
+            r = client.post(url, **kwargs)
+            body = r.json()
+            ok = (
+                r.status_code == status
+                and fragment in body.get("error", "")
+                and "Traceback" not in r.text
+            )
+            if not ok:
+                failures.append(f"{case}: {r.status_code} {r.text[:300]}")
+        assert client.get("/predict").status_code == 405
+    assert not failures, "\n".join(failures)
+    assert "Traceback" not in service.log_text()
+
+
+def test_request_counter_is_exact_across_workers_and_a_killed_worker(
+    start_service: Callable[..., Service], registered_model: RegisteredModel
+) -> None:
+    svc = start_service()
+    svc.wait_ready(180)
+    body = {"instances": rows(registered_model, 1)}
+
+    def send(n: int) -> None:
+        for _ in range(n):  # a new connection per request, so the kernel spreads them over workers
+            assert httpx.post(f"{svc.url}/predict", json=body, timeout=30).status_code == 200
+
+    threads = [threading.Thread(target=send, args=(50,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    workers = svc.worker_pids()
+    assert len(workers) == 2
+    metric_files = {p.name for p in (svc.workdir / f"metrics-{svc.port}").iterdir()}
+    assert all(f"counter_{pid}.db" in metric_files for pid in workers), (workers, metric_files)
+    assert (
+        sample_value(scrape(svc.url), "http_requests_total", route="/predict", status="200") == 200
+    )
+
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (
+        len(svc.worker_pids()) < 2 or workers[0] in svc.worker_pids()
+    ) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    send(30)
+    # the replacement worker loads the model before it can answer; all counts stay exact
+    assert (
+        sample_value(scrape(svc.url), "http_requests_total", route="/predict", status="200") == 230
+    )
+    assert sample_value(scrape(svc.url), "model_predictions_total") == 230
+
+
+class Loop:
+    """Sends single-row predictions in a loop until stopped; records every answer."""
+
+    def __init__(self, url: str, row: dict[str, float]) -> None:
+        self.url, self.row = url, row
+        self.results: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            deadline = time.monotonic() + 240
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    r = client.post(f"{self.url}/predict", json={"instances": [self.row]})
+                    self.results.append((r.status_code, r.json().get("model_version")))
+                except httpx.HTTPError as e:
+                    self.results.append((0, repr(e)))
+                time.sleep(0.02)
+
+    def __enter__(self) -> Loop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def wait_for_version(self, version: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.results[-20:] and all(v == version for _, v in self.results[-20:]):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"version {version} not served within {timeout}s: {self.results[-5:]}")
+
+
+def test_alias_move_is_served_without_restart_and_an_incompatible_version_is_refused(
+    start_service: Callable[..., Service],
+    mlflow_server: MlflowServer,
+    registered_model: RegisteredModel,
+) -> None:
+    from training.train import TrainConfig, train
+
+    name = "swap-test"
+    v1 = train(TrainConfig(tracking_uri=mlflow_server.url, model_name=name, C=1.0))
+    svc = start_service(BEYONDFIT_MODEL_URI=f"models:/{name}@champion")
+    svc.wait_ready(180)
+    workers = svc.worker_pids()
+    row = rows(registered_model, 1)[0]
+
+    with Loop(svc.url, row) as loop:
+        time.sleep(1)
+        v2 = train(TrainConfig(tracking_uri=mlflow_server.url, model_name=name, C=0.5, force=True))
+        assert v2.promoted
+        loop.wait_for_version(str(v2.version), 90)
+        # a model with other features under the same name: loaded, checked, refused
+        v3 = train(
+            TrainConfig(tracking_uri=mlflow_server.url, model_name=name, dataset="wine", force=True)
+        )
+        assert v3.promoted
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            refused = sample_value(scrape(svc.url), "model_reloads_total", result="refused")
+            if refused == 2:  # once per worker
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+
+    assert refused == 2
+    statuses = {s for s, _ in loop.results}
+    versions = [v for _, v in loop.results]
+    assert statuses == {200}, [r for r in loop.results if r[0] != 200][:5]
+    assert str(v1.version) in versions
+    assert versions[-1] == str(v2.version)
+    assert str(v3.version) not in versions
+    assert svc.worker_pids() == workers, "no worker restarted"
+    assert sample_value(scrape(svc.url), "model_info", version=str(v2.version)) == 1
+    assert sample_value(scrape(svc.url), "model_info", version=str(v1.version)) == 0
+    assert "model version refused" in svc.log_text()
+    assert "new columns required" in svc.log_text()
+
+
+def test_service_started_before_mlflow_waits_then_serves_without_it(
+    tmp_path: Path, start_service: Callable[..., Service], registered_model: RegisteredModel
+) -> None:
+    from training.train import TrainConfig, train
+
+    late = MlflowServer(tmp_path / "late-mlflow")
+    svc = start_service(MLFLOW_TRACKING_URI=late.url, BEYONDFIT_LOAD_RETRY_MAX_SECONDS="2")
+    try:
+        for _ in range(10):
+            assert httpx.get(f"{svc.url}/health").status_code == 200
+            assert httpx.get(f"{svc.url}/health/ready").status_code == 503
+            time.sleep(0.3)
+        late.start()
+        train(TrainConfig(tracking_uri=late.url))
+        svc.wait_ready(180)
+        pids = svc.worker_pids()
+        late.stop()
+        body = {"instances": rows(registered_model, 5)}
+        for _ in range(20):
+            r = httpx.post(f"{svc.url}/predict", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+        assert httpx.get(f"{svc.url}/health/ready").status_code == 200
+        time.sleep(2)  # a few failed alias checks happen meanwhile: still serving, same workers
+        assert httpx.post(f"{svc.url}/predict", json=body).status_code == 200
+        assert svc.worker_pids() == pids
+    finally:
+        late.stop()
+
+
+def test_api_key_protects_predict_endpoints_only(
+    start_service: Callable[..., Service], registered_model: RegisteredModel
+) -> None:
+    svc = start_service(BEYONDFIT_API_KEY="s3cret-for-tests")
+    svc.wait_ready(180)
+    body = {"instances": rows(registered_model, 1)}
+    v2_body = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [1, len(registered_model.feature_names)],
+                "datatype": "FP64",
+                "data": list(body["instances"][0].values()),
+            }
+        ]
+    }
+    v2 = f"{svc.url}/v2/models/{registered_model.name}/infer"
+    assert httpx.post(f"{svc.url}/predict", json=body).status_code == 401
+    assert (
+        httpx.post(f"{svc.url}/predict", json=body, headers={"X-API-Key": "wrong"}).status_code
+        == 401
+    )
+    assert (
+        httpx.post(
+            f"{svc.url}/predict", json=body, headers={"X-API-Key": "s3cret-for-tests"}
+        ).status_code
+        == 200
+    )
+    assert httpx.post(v2, json=v2_body).status_code == 401
+    assert (
+        httpx.post(
+            v2, json=v2_body, headers={"Authorization": "Bearer s3cret-for-tests"}
+        ).status_code
+        == 200
+    )
+    assert httpx.get(f"{svc.url}/health/ready").status_code == 200
+    assert httpx.get(f"{svc.url}/metrics").status_code == 200
+
+
+def test_a_model_with_other_features_is_served_without_code_changes(
+    start_service: Callable[..., Service], mlflow_server: MlflowServer
+) -> None:
+    from training.data import load_dataset, split
+    from training.train import TrainConfig, train
+
+    result = train(
+        TrainConfig(tracking_uri=mlflow_server.url, model_name="wine-classifier", dataset="wine")
+    )
+    svc = start_service(BEYONDFIT_MODEL_URI="models:/wine-classifier@champion")
+    svc.wait_ready(180)
+    X, y, _ = load_dataset("wine")
+    _, X_test, _, _ = split(X, y, 0.25, 42)
+    expected = mlflow.pyfunc.load_model(f"models:/wine-classifier/{result.version}").predict(X_test)
+    body = {
+        "instances": [{k: float(v) for k, v in r.items()} for r in X_test.to_dict(orient="records")]
+    }
+    r = httpx.post(f"{svc.url}/predict", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == list(expected)
+    assert len(r.json()["classes"]) == 3
+    assert all(math.isclose(sum(p), 1.0) for p in r.json()["probabilities"])
+    bins = sample_value(scrape(svc.url), "model_feature_reference_ratio", feature="alcohol")
+    assert bins is not None
+    assert math.isclose(bins, 1.0, rel_tol=1e-9)
+    bad = httpx.post(f"{svc.url}/predict", json={"instances": [{"mean radius": 1.0}]})
+    assert bad.status_code == 422
+    assert "alcohol" in bad.text
+
+
+def test_metrics_exposition_passes_promtool(
+    service: Service, registered_model: RegisteredModel
+) -> None:
+    import shutil
+    import subprocess
+
+    httpx.post(f"{service.url}/predict", json={"instances": rows(registered_model, 3)})
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by scripts/setup-integration.sh"
+    text = httpx.get(f"{service.url}/metrics").text
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    for name in (
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "model_inference_duration_seconds_bucket",
+        "model_predictions_total",
+        "model_prediction_score_bucket",
+        "model_feature_bin_total",
+        "model_feature_reference_ratio",
+        "model_info",
+        "model_loaded",
+        "model_reloads_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ):
+        assert f"\n{name}" in text, name
+    assert 'route="/health' not in text
+    assert 'route="/metrics"' not in text
+    assert sample_value(scrape(service.url), "model_loaded") == 1

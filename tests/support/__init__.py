@@ -1,0 +1,1 @@
+"""Real processes for the tests: an MLflow tracking server and the service under gunicorn."""
