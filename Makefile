@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help setup demo test test-unit test-integration test-monitoring test-charts \
-        test-images test-cluster e2e lint format bench load image cluster-up cluster-down clean
+        test-images test-cluster e2e dashboards lint format bench load image cluster-up cluster-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: setup ## side-by-side serving benchmark (writes bench/results/)
 
 load: setup ## headless load test with a leak verdict (PROFILE=steady|spike|drift)
 	@bash scripts/load.sh $(PROFILE)
+
+dashboards: setup ## regenerate the Grafana dashboard JSON from monitoring/dashboard.py
+	@.venv/bin/python monitoring/dashboard.py
 
 image: ## build the service and MLflow images with podman or docker
 	@bash scripts/build-images.sh

@@ -1,0 +1,1 @@
+"""Monitoring as code: the dashboard generator and the Prometheus config writer."""
