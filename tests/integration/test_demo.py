@@ -20,7 +20,11 @@ def listening(port: int) -> bool:
 
 
 def test_demo_trains_serves_predicts_and_stops_everything(tmp_path: Path) -> None:
-    ports = {"MLFLOW_PORT": free_port(), "BEYONDFIT_PORT": free_port(), "PROMETHEUS_PORT": free_port()}
+    ports = {
+        "MLFLOW_PORT": free_port(),
+        "BEYONDFIT_PORT": free_port(),
+        "PROMETHEUS_PORT": free_port(),
+    }
     env = dict(os.environ, DEMO_ONESHOT="1", DEMO_DIR=str(tmp_path / "demo"))
     env.update({k: str(v) for k, v in ports.items()})
     env.pop("MLFLOW_TRACKING_URI", None)
