@@ -1,0 +1,3 @@
+module beyondfit.local/cluster/pause
+
+go 1.23.0
