@@ -8,7 +8,7 @@ cd "$REPO_ROOT"
 py=$(command -v python3.11 || command -v python3) || die "python3 not found"
 "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python >= 3.11 needed, found $("$py" -V)"
 
-key=$(cat requirements/*.in requirements/constraints.txt | sha256sum | cut -c1-16)
+key=$(cat requirements/app.in requirements/dev.in requirements/constraints.txt | sha256sum | cut -c1-16)
 venv="$BEYONDFIT_CACHE/venvs/$key"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   log "building the Python environment $venv (a few minutes, once)"

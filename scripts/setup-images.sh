@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# scripts/setup-images.sh: installs what building and running the images needs on a Debian
+# machine without Docker (PLATFORM.md): podman + buildah with runc (crun fails on this
+# kernel's hybrid cgroups), the CNI plugins, uidmap, fuse-overlayfs, slirp4netns, iptables,
+# debootstrap; then builds the stand-in base image localhost/debian-python:bookworm
+# (scripts/base-image.sh, cached) for machines that cannot pull python:3.11-slim-bookworm.
+. "$(dirname "$0")/lib.sh"
+
+apt_install podman buildah runc containernetworking-plugins uidmap fuse-overlayfs slirp4netns \
+  iptables debootstrap ca-certificates
+
+command -v podman >/dev/null || die "podman missing after apt-get install"
+[ -x /usr/sbin/runc ] || die "runc missing after apt-get install"
+
+# The machine may have a Docker engine that can pull: then the stand-in is not needed, but
+# it costs nothing once cached, and the tests use it whenever no registry answers.
+if [ -z "${BEYONDFIT_BASE_IMAGE:-}" ]; then
+  bash "$REPO_ROOT/scripts/base-image.sh"
+fi
+log "images: podman $(podman --version | awk '{print $3}'), runc $(/usr/sbin/runc --version | awk 'NR==1{print $3}')"

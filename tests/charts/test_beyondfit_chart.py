@@ -1,0 +1,392 @@
+"""Template unit tests of charts/beyondfit, over `helm template` output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.charts.conftest import (
+    CHARTS_DIR,
+    K8S_VERSION,
+    NAMESPACE,
+    RELEASE,
+    container,
+    find,
+    helm,
+    one,
+    render,
+)
+
+CHART = CHARTS_DIR / "beyondfit"
+CI = CHART / "ci"
+FULLNAME = f"{RELEASE}-beyondfit"
+
+
+def deployment(*args: object) -> dict:
+    return one(render("beyondfit", *args), "Deployment")
+
+
+# ---- Deployment: probes, rollout, shutdown, volumes, security --------------------------------
+
+
+def test_three_probes_cannot_restart_loop_a_slow_model_load() -> None:
+    c = container(deployment())
+    startup, ready, live = c["startupProbe"], c["readinessProbe"], c["livenessProbe"]
+    assert startup["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert ready["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert live["httpGet"] == {"path": "/health", "port": "http"}
+    # The startup budget covers a model load of minutes; liveness starts only after it.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    # Liveness is conservative: a busy pod gets two minutes before a restart.
+    assert live["periodSeconds"] * live["failureThreshold"] >= 120
+    assert live["timeoutSeconds"] >= 5
+
+
+def test_startup_budget_is_configurable() -> None:
+    c = container(deployment(None, "probes.startup.failureThreshold=240"))
+    assert c["startupProbe"]["failureThreshold"] == 240
+
+
+def test_rolling_update_never_drops_capacity() -> None:
+    spec = deployment()["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_endpoints_drain_before_sigterm() -> None:
+    d = deployment()
+    c = container(d)
+    pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    config = one(render("beyondfit"), "ConfigMap")["data"]
+    assert pause > 0
+    assert grace > pause + int(config["BEYONDFIT_GRACEFUL_TIMEOUT"])
+
+
+def test_writable_dirs_are_emptydirs_and_root_is_read_only() -> None:
+    d = deployment()
+    c = container(d)
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    config = one(render("beyondfit"), "ConfigMap")["data"]
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert "emptyDir" in volumes[mounts[config["PROMETHEUS_MULTIPROC_DIR"]]]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def _restricted(pod_spec: dict, c: dict) -> None:
+    psc, sc = pod_spec["securityContext"], c["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert sc["runAsNonRoot"] is True
+    assert isinstance(sc["runAsUser"], int)
+    assert sc["runAsUser"] > 0
+    assert psc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert pod_spec["automountServiceAccountToken"] is False
+
+
+def test_restricted_security_context() -> None:
+    d = deployment()
+    _restricted(d["spec"]["template"]["spec"], container(d))
+
+
+def test_resources_are_set() -> None:
+    res = container(deployment())["resources"]
+    assert set(res["requests"]) >= {"cpu", "memory"}
+    assert set(res["limits"]) >= {"cpu", "memory"}
+
+
+def test_config_change_rolls_the_pods() -> None:
+    a = deployment()["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    b = deployment(None, "model.reloadIntervalSeconds=7")["spec"]["template"]["metadata"][
+        "annotations"
+    ]["checksum/config"]
+    assert len(a) == 64
+    assert a != b
+
+
+def test_environment_contract() -> None:
+    docs = render("beyondfit")
+    config = one(docs, "ConfigMap")["data"]
+    assert config["BEYONDFIT_MODEL_URI"] == "models:/beyondfit-classifier@champion"
+    assert config["BEYONDFIT_PORT"] == "8000"
+    assert config["BEYONDFIT_WORKERS"] == "2"
+    assert config["MLFLOW_TRACKING_URI"].startswith("http")
+    for key in (
+        "BEYONDFIT_RELOAD_INTERVAL_SECONDS",
+        "BEYONDFIT_MAX_BATCH_SIZE",
+        "BEYONDFIT_LOG_LEVEL",
+        "BEYONDFIT_GRACEFUL_TIMEOUT",
+        "PROMETHEUS_MULTIPROC_DIR",
+    ):
+        assert key in config
+    c = container(one(docs, "Deployment"))
+    assert c["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+    assert "env" not in c  # no secrets unless asked for
+
+
+def test_credentials_only_from_existing_secrets() -> None:
+    c = container(deployment(CI / "secrets-values.yaml"))
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-credentials",
+        "key": "username",
+    }
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-credentials",
+        "key": "password",
+    }
+    assert env["BEYONDFIT_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "beyondfit-api-key",
+        "key": "api-key",
+    }
+    assert all("value" not in e for e in c["env"])
+    assert not find(render("beyondfit", CI / "secrets-values.yaml"), "Secret")
+
+
+def test_image_tag_defaults_to_app_version_and_digest_pins() -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container(deployment())["image"] == f"localhost/beyondfit:{app_version}"
+    pinned = container(deployment(CI / "hardened-values.yaml"))["image"]
+    assert pinned.startswith("registry.example.test/beyondfit@sha256:")
+
+
+def test_service_account_has_no_token() -> None:
+    docs = render("beyondfit")
+    sa = one(docs, "ServiceAccount")
+    assert sa["automountServiceAccountToken"] is False
+    assert (
+        one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        == sa["metadata"]["name"]
+    )
+
+
+# ---- HPA and replicas ------------------------------------------------------------------------
+
+
+def test_hpa_off_means_replicas_in_deployment() -> None:
+    docs = render("beyondfit")
+    assert not find(docs, "HorizontalPodAutoscaler")
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+
+
+def test_hpa_on_means_no_replicas_in_deployment() -> None:
+    docs = render("beyondfit", CI / "hpa-values.yaml")
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["name"] == "cpu"
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "http_requests_per_second"
+    down = hpa["spec"]["behavior"]["scaleDown"]
+    assert down["stabilizationWindowSeconds"] >= 60
+    assert down["policies"]
+
+
+def test_hpa_cpu_only_by_default() -> None:
+    hpa = one(render("beyondfit", None, "autoscaling.enabled=true"), "HorizontalPodAutoscaler")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
+
+
+# ---- PDB, NetworkPolicy, Ingress --------------------------------------------------------------
+
+
+def test_pdb() -> None:
+    assert one(render("beyondfit"), "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert not find(render("beyondfit", None, "pdb.enabled=false"), "PodDisruptionBudget")
+    docs = render("beyondfit", CI / "pdb-values.yaml")
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_networkpolicy_admits_only_listed_clients_and_prometheus() -> None:
+    assert not find(render("beyondfit"), "NetworkPolicy")
+    docs = render("beyondfit", CI / "networkpolicy-values.yaml")
+    np = one(docs, "NetworkPolicy")
+    assert (
+        np["spec"]["podSelector"]["matchLabels"]
+        == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    peers = [rule["from"] for rule in np["spec"]["ingress"]]
+    assert all(
+        rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in np["spec"]["ingress"]
+    )
+    assert [{"podSelector": {"matchLabels": {"beyondfit.io/client": "true"}}}] in peers
+    assert [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ] in peers
+    assert [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "batch-scorer"}}}] in peers
+    assert [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ] in peers
+    assert len(peers) == 4  # nothing else; an empty peer would admit everyone
+    # The helm test pod is one of the admitted clients.
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    assert test_pod["metadata"]["labels"]["beyondfit.io/client"] == "true"
+
+
+def test_ingress() -> None:
+    assert not find(render("beyondfit"), "Ingress")
+    ing = one(render("beyondfit", CI / "ingress-values.yaml"), "Ingress")
+    rule = ing["spec"]["rules"][0]
+    assert rule["host"] == "beyondfit.example.test"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": FULLNAME,
+        "port": {"name": "http"},
+    }
+    assert ing["spec"]["tls"] == [
+        {"hosts": ["beyondfit.example.test"], "secretName": "beyondfit-tls"}
+    ]
+
+
+# ---- Service, ServiceMonitor, rules, dashboards ----------------------------------------------
+
+
+def test_service_selects_the_deployment_pods() -> None:
+    docs = render("beyondfit")
+    svc, d = one(docs, "Service"), one(docs, "Deployment")
+    pod_labels = d["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+    assert set(svc["spec"]["selector"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert container(d)["ports"][0]["name"] == "http"
+
+
+def test_servicemonitor_found_by_kube_prometheus_stack_and_matches_the_service() -> None:
+    assert not find(render("beyondfit"), "ServiceMonitor")
+    docs = render("beyondfit", CI / "monitoring-values.yaml")
+    sm, svc = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    endpoint = sm["spec"]["endpoints"][0]
+    assert endpoint["port"] == svc["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+
+
+def test_release_label_follows_the_prometheus_release() -> None:
+    sm = one(
+        render(
+            "beyondfit",
+            CI / "monitoring-values.yaml",
+            "serviceMonitor.additionalLabels.release=prom",
+        ),
+        "ServiceMonitor",
+    )
+    assert sm["metadata"]["labels"]["release"] == "prom"
+
+
+RULE_FILES = sorted(
+    p
+    for p in (CHART / "files" / "rules").glob("*.yaml")
+    if not p.name.endswith(("_test.yaml", ".test.yaml"))
+)
+DASHBOARDS = sorted((CHART / "files" / "dashboards").glob("*.json"))
+
+
+@pytest.mark.skipif(not RULE_FILES, reason="no rule files in charts/beyondfit/files/rules yet")
+def test_prometheusrules_embed_the_rule_files_verbatim() -> None:
+    docs = render("beyondfit", CI / "monitoring-values.yaml")
+    rules = find(docs, "PrometheusRule")
+    assert len(rules) == len(RULE_FILES)
+    by_file = {r["metadata"]["annotations"]["beyondfit.io/rule-file"]: r for r in rules}
+    for path in RULE_FILES:
+        rule = by_file[f"files/rules/{path.name}"]
+        assert rule["spec"] == yaml.safe_load(path.read_text()), path.name
+        assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # Verbatim: Prometheus template syntax in annotations is not eaten by Helm.
+    text = "\n".join(p.read_text() for p in RULE_FILES)
+    if "{{" in text:
+        rendered = json.dumps([r["spec"] for r in rules])
+        assert rendered.count("{{") == json.dumps(
+            [yaml.safe_load(p.read_text()) for p in RULE_FILES]
+        ).count("{{")
+
+
+@pytest.mark.skipif(not DASHBOARDS, reason="no dashboards in charts/beyondfit/files/dashboards yet")
+def test_dashboard_configmap_for_the_grafana_sidecar() -> None:
+    docs = render("beyondfit", CI / "monitoring-values.yaml")
+    cm = one(docs, "ConfigMap", "-dashboards")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert sorted(cm["data"]) == [p.name for p in DASHBOARDS]
+    for p in DASHBOARDS:
+        assert json.loads(cm["data"][p.name]) == json.loads(p.read_text())
+
+
+def test_monitoring_objects_off_by_default() -> None:
+    docs = render("beyondfit")
+    assert not find(docs, "PrometheusRule")
+    assert not find(docs, "ConfigMap", "-dashboards")
+
+
+# ---- helm test pod --------------------------------------------------------------------------
+
+
+def test_helm_test_pod_uses_the_service_image_and_is_restricted() -> None:
+    docs = render("beyondfit")
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    assert c["image"] == container(one(docs, "Deployment"))["image"]
+    assert c["command"][0] == "python"
+    script = c["args"][0]
+    for path in ("/health/ready", "/model", "/predict"):
+        assert f'"{path}"' in script
+    compile(script, "test-connection", "exec")  # the embedded script is valid Python
+    _restricted(pod["spec"], c)
+    assert c["resources"]["limits"]
+
+
+# ---- values.schema.json ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("replicaCont=3", "replicaCont"),  # misspelled top-level key
+        ("autoscaling.maxReplica=3", "maxReplica"),  # misspelled nested key
+        ("probes.startup.failureTreshold=5", "failureTreshold"),
+        ("replicaCount=two", "replicaCount"),  # wrong type
+        ("autoscaling.enabled=yes", "enabled"),
+        ("service.type=Headless", "type"),  # not in the enum
+    ],
+)
+def test_schema_rejects_typos_and_wrong_types(setting: str, message: str) -> None:
+    for command in ("template", "lint"):
+        args = [command, str(CHART), "--set", setting, "--kube-version", K8S_VERSION]
+        if command == "template":
+            args.insert(1, RELEASE)
+        proc = helm(*args, check=False)
+        assert proc.returncode != 0, f"helm {command} accepted --set {setting}"
+        out = proc.stdout + proc.stderr
+        assert "schema" in out.lower(), out
+        assert message in out, out
+
+
+def test_schema_rejects_a_typo_in_a_values_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text("serviceMonitor:\n  enabled: true\n  intervall: 10s\n")
+    proc = helm("template", RELEASE, str(CHART), "-f", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "intervall" in proc.stderr

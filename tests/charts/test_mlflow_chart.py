@@ -1,0 +1,154 @@
+"""Template unit tests of charts/mlflow, over `helm template` output."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.charts.conftest import (
+    CHARTS_DIR,
+    K8S_VERSION,
+    NAMESPACE,
+    RELEASE,
+    container,
+    find,
+    helm,
+    one,
+    render,
+)
+
+CHART = CHARTS_DIR / "mlflow"
+CI = CHART / "ci"
+FULLNAME = f"{RELEASE}-mlflow"
+
+
+def args_of(docs: list[dict]) -> list[str]:
+    return container(one(docs, "Deployment"))["args"]
+
+
+def env_of(docs: list[dict]) -> dict[str, dict]:
+    return {e["name"]: e for e in container(one(docs, "Deployment")).get("env", [])}
+
+
+def test_defaults_sqlite_and_artifacts_on_a_pvc() -> None:
+    docs = render("mlflow")
+    args = args_of(docs)
+    assert "--backend-store-uri=sqlite:////var/lib/mlflow/mlflow.db" in args
+    assert "--artifacts-destination=/var/lib/mlflow/artifacts" in args
+    assert "--serve-artifacts" in args
+    assert "--workers=1" in args
+    pvc = one(docs, "PersistentVolumeClaim")
+    d = one(docs, "Deployment")
+    volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert d["spec"]["strategy"]["type"] == "Recreate"  # one writer on SQLite
+    assert env_of(docs)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+
+
+def test_storage_class_and_emptydir_for_throwaway_clusters() -> None:
+    pvc = one(
+        render("mlflow", None, "persistence.storageClass=local-path"), "PersistentVolumeClaim"
+    )
+    assert pvc["spec"]["storageClassName"] == "local-path"
+    docs = render("mlflow", CI / "emptydir-values.yaml")
+    assert not find(docs, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+
+
+def test_allowed_hosts_cover_the_service_names() -> None:
+    arg = next(a for a in args_of(render("mlflow")) if a.startswith("--allowed-hosts="))
+    hosts = arg.split("=", 1)[1].split(",")
+    for name in (
+        FULLNAME,
+        f"{FULLNAME}.{NAMESPACE}",
+        f"{FULLNAME}.{NAMESPACE}.svc",
+        f"{FULLNAME}.{NAMESPACE}.svc.cluster.local",
+        "localhost",
+    ):
+        assert name in hosts
+        assert f"{name}:*" in hosts
+    assert "10.*" in hosts  # ClusterIP clients, as MLflow allows by default
+    assert "*" not in hosts
+
+
+def test_postgresql_and_s3_from_existing_secrets() -> None:
+    docs = render("mlflow", CI / "postgresql-s3-values.yaml")
+    args, env = args_of(docs), env_of(docs)
+    assert not any(a.startswith("--backend-store-uri") for a in args)  # the URI never sits in args
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-db",
+        "key": "uri",
+    }
+    assert "--artifacts-destination=s3://beyondfit-mlflow/artifacts" in args
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio.storage.svc:9000"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-s3"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-s3"
+    assert not find(docs, "PersistentVolumeClaim")
+    assert not find(docs, "Secret")
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    d = one(docs, "Deployment")
+    assert d["spec"]["replicas"] == 2
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["replicaCount=2"], "replicaCount > 1"),
+        (["backendStore.type=postgresql"], "existingSecret"),
+        (["artifacts.type=s3"], "destination"),
+    ],
+)
+def test_impossible_combinations_fail(sets: list[str], message: str) -> None:
+    args = ["template", RELEASE, str(CHART), "--kube-version", K8S_VERSION]
+    for s in sets:
+        args += ["--set", s]
+    proc = helm(*args, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert message in proc.stderr, proc.stderr
+
+
+def test_probes_and_restricted_security() -> None:
+    d = one(render("mlflow"), "Deployment")
+    c = container(d)
+    for probe in ("startupProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    ready = c["readinessProbe"]["httpGet"]
+    assert ready["path"].startswith("/api/2.0/mlflow/experiments/search")
+    assert ready["httpHeaders"] == [{"name": "Host", "value": "localhost"}]
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 60
+    spec = d["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/var/lib/mlflow"} <= mounts
+
+
+def test_servicemonitor_matches_the_service() -> None:
+    assert not find(render("mlflow"), "ServiceMonitor")
+    docs = render("mlflow", CI / "metrics-values.yaml")
+    sm, svc = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert "--expose-prometheus=/run/mlflow/metrics" in args_of(docs)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("backendStore.typ=sqlite", "typ"),
+        ("persistence.size=5", "size"),
+        ("artifacts.type=gcs", "type"),
+    ],
+)
+def test_schema_rejects_typos_and_wrong_types(setting: str, message: str) -> None:
+    proc = helm("lint", str(CHART), "--set", setting, check=False)
+    assert proc.returncode != 0
+    assert "schema" in (proc.stdout + proc.stderr).lower()
+    assert message in proc.stdout + proc.stderr

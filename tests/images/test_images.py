@@ -1,0 +1,288 @@
+"""The container images, built and run for real with podman + runc (no Docker here).
+
+Shows: both images build (on the debootstrap stand-in base when no registry is reachable);
+the service image runs as a numeric non-root user with a read-only root filesystem (tmpfs
+for /tmp and the metrics directory), becomes healthy through its own HEALTHCHECK, serves a
+prediction of a model registered in a real MLflow server, and stops cleanly on SIGTERM: an
+in-flight request finishes, the exit code is 0, well inside the grace period.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.images.conftest import Container, Images, free_port, podman, wait_until
+
+pytestmark = pytest.mark.timeout(900)
+
+# Writable tmpfs where the image needs it. `U` makes podman chown the mount to the image's
+# user (podman 4.3 with runc ignores mode=1777 on a tmpfs over an image directory; with
+# docker use uid=10001,gid=10001). Kubernetes uses emptyDirs with fsGroup 10001 instead.
+TMPFS = ["--tmpfs", "/tmp:rw,U", "--tmpfs", "/run/beyondfit/metrics:rw,U"]
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - http://127.0.0.1 only
+            raw = r.read()
+            try:
+                return r.status, json.loads(raw or b"null")
+            except ValueError:
+                return r.status, raw.decode(errors="replace")  # e.g. MLflow's /health: "OK"
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except OSError:
+        return 0, None
+
+
+def post(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
+    req = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - http://127.0.0.1 only
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_both_images_build_and_record_their_sizes(images: Images) -> None:
+    for name, size in images.sizes.items():
+        print(f"{name}: {size / 1024 / 1024:.0f} MiB")
+        assert size > 0
+    print(f"build (warm or cold) took {images.build_seconds:.0f} s")
+
+
+@pytest.mark.parametrize("which", ["service", "mlflow"])
+def test_image_metadata(images: Images, which: str) -> None:
+    image = getattr(images, which)
+    info = json.loads(podman("image", "inspect", image).stdout)[0]
+    config = info["Config"]
+    assert config["User"] == "10001:10001"  # numeric, non-root
+    assert config["StopSignal"] == "SIGTERM"
+    health = info.get("Healthcheck") or config.get("Healthcheck")
+    assert health, info
+    assert "urllib" in " ".join(health["Test"]), health
+    labels = config["Labels"]
+    for key in (
+        "org.opencontainers.image.source",
+        "org.opencontainers.image.revision",
+        "org.opencontainers.image.version",
+    ):
+        assert key in labels, key
+    assert labels["org.opencontainers.image.version"] == image.rsplit(":", 1)[1]
+
+
+@pytest.mark.parametrize("which", ["service", "mlflow"])
+def test_no_build_tools_in_the_final_image(images: Images, which: str) -> None:
+    image = getattr(images, which)
+    script = (
+        "import shutil, os, sys; "
+        "found = [t for t in ('gcc', 'cc', 'make', 'curl', 'wget') if shutil.which(t)]; "
+        "found += [p for p in ('/opt/venv/bin/pip',) if os.path.exists(p)]; "
+        "print(found); sys.exit(1 if found else 0)"
+    )
+    proc = podman(
+        "run",
+        "--rm",
+        "--read-only",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1000:1000",
+        "--entrypoint",
+        "python3",
+        image,
+        "-c",
+        script,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_service_container_serves_a_registered_model_read_only_and_stops_cleanly(
+    images: Images, registered_model: Any, mlflow_server: Any, run_container: Any
+) -> None:
+    port = free_port()
+    graceful = 20
+    c: Container = run_container(
+        images.service,
+        port,
+        env={
+            "MLFLOW_TRACKING_URI": mlflow_server.url,
+            "BEYONDFIT_PORT": str(port),
+            "BEYONDFIT_WORKERS": "2",
+            "BEYONDFIT_GRACEFUL_TIMEOUT": str(graceful),
+            "BEYONDFIT_MAX_BATCH_SIZE": "200000",
+            "BEYONDFIT_RELOAD_INTERVAL_SECONDS": "0",
+        },
+        extra=TMPFS,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # Liveness answers at once; readiness once the model is loaded from MLflow.
+        wait_until(lambda: get(f"{base}/health")[0] == 200, 90, what="/health")
+        ready_after = wait_until(
+            lambda: get(f"{base}/health/ready")[0] == 200, 180, what="/health/ready"
+        )
+        print(f"ready {ready_after:.1f} s after /health")
+
+        # Its own HEALTHCHECK (python + urllib, no curl) passes: podman reports it healthy.
+        wait_until(
+            lambda: podman("healthcheck", "run", c.name, check=False).returncode == 0,
+            60,
+            interval=2,
+            what="podman healthcheck",
+        )
+        state = c.inspect()["State"]
+        status = (state.get("Health") or state.get("Healthcheck") or {}).get("Status")
+        assert status == "healthy", state
+
+        # Numeric non-root user, read-only root filesystem, writable tmpfs where needed.
+        ids = c.exec(
+            "python3", "-c", "import os; print(os.getuid(), os.getgid())", check=True
+        ).stdout.split()
+        assert ids == ["10001", "10001"]
+        assert c.exec("python3", "-c", "open('/opt/beyondfit/x', 'w')").returncode != 0
+        assert c.exec("python3", "-c", "open('/etc/x', 'w')").returncode != 0
+        assert c.exec("python3", "-c", "open('/tmp/x', 'w')").returncode == 0
+        assert c.inspect()["HostConfig"]["ReadonlyRootfs"] is True
+
+        # A prediction of the registered model, over HTTP.
+        status_code, model = get(f"{base}/model")
+        assert status_code == 200
+        assert str(model["version"]) == registered_model.version
+        rows = registered_model.X_test.head(5).to_dict(orient="records")
+        status_code, out = post(f"{base}/predict", {"instances": rows})
+        assert status_code == 200, out
+        assert len(out["predictions"]) == 5
+        assert str(out["model_version"]) == registered_model.version
+
+        # SIGTERM with a request in flight: a batch big enough to take a while is being
+        # processed when the signal arrives; it must still be answered, then exit 0.
+        big = (registered_model.X_test.to_dict(orient="records") * 200)[:20000]
+        body = json.dumps({"instances": big}).encode()
+        result: dict[str, Any] = {}
+        sent = threading.Event()
+
+        def in_flight() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            try:
+                conn.request(
+                    "POST", "/predict", body=body, headers={"Content-Type": "application/json"}
+                )
+                sent.set()
+                resp = conn.getresponse()
+                result["answered_at"] = time.monotonic()
+                result["status"] = resp.status
+                result["n"] = len(json.loads(resp.read())["predictions"])
+            except Exception as e:
+                result["error"] = repr(e)
+                sent.set()
+            finally:
+                conn.close()
+
+        worker = threading.Thread(target=in_flight)
+        worker.start()
+        assert sent.wait(30)
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        podman("kill", "--signal", "TERM", c.name)
+        worker.join(120)
+        assert result.get("status") == 200, result
+        assert result.get("n") == len(big), result
+        # It really was in flight: the answer came after the signal.
+        assert result["answered_at"] > t0, "the request finished before SIGTERM: make it bigger"
+        wait_until(
+            lambda: c.inspect()["State"]["Status"] in ("exited", "stopped"),
+            graceful + 15,
+            interval=0.2,
+            what="exit after SIGTERM",
+        )
+        stopped_after = time.monotonic() - t0
+        state = c.inspect()["State"]
+        print(
+            f"in-flight request of {len(big)} rows answered; "
+            f"exited {stopped_after:.1f} s after SIGTERM"
+        )
+        assert state["ExitCode"] == 0, c.logs()[-3000:]
+        assert stopped_after < graceful + 5
+    except BaseException:
+        print(c.logs()[-5000:])
+        raise
+
+
+def get_with_host(url: str, host: str) -> int:
+    req = urllib.request.Request(url, headers={"Host": host})  # noqa: S310 - http://127.0.0.1 only
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - http://127.0.0.1 only
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_mlflow_image_serves_the_tracking_api_read_only(images: Images, run_container: Any) -> None:
+    """The MLflow image with the arguments charts/mlflow passes: read-only root, SQLite and
+    artifacts on a writable mount, --allowed-hosts (service names only), Prometheus metrics."""
+    port = free_port()
+    c = run_container(
+        images.mlflow,
+        port,
+        env={"MLFLOW_PORT": str(port)},
+        extra=[
+            "--tmpfs",
+            "/tmp:rw,U",
+            "--tmpfs",
+            "/var/lib/mlflow:rw,U",
+            "--tmpfs",
+            "/run/mlflow/metrics:rw,U",
+        ],
+        cmd=[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            "sqlite:////var/lib/mlflow/mlflow.db",
+            "--artifacts-destination",
+            "/var/lib/mlflow/artifacts",
+            "--serve-artifacts",
+            "--allowed-hosts",
+            "localhost,localhost:*,127.0.0.1,127.0.0.1:*,mlflow,mlflow:*",
+            "--expose-prometheus",
+            "/run/mlflow/metrics",
+        ],
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        start = wait_until(lambda: get(f"{base}/health")[0] == 200, 120, what="mlflow /health")
+        print(f"MLflow server answered /health {start:.1f} s after start")
+        status, body = get(f"{base}/api/2.0/mlflow/experiments/search?max_results=5")
+        assert status == 200
+        assert body["experiments"][0]["name"] == "Default"
+        # The chart's readiness probe: the tracking API with Host: localhost.
+        search = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert get_with_host(search, "localhost") == 200
+        assert get_with_host(search, f"mlflow:{port}") == 200
+        assert get_with_host(search, "evil.example.test") == 403  # DNS-rebinding guard
+        assert get_with_host(f"{base}/health", "evil.example.test") == 200  # probes exempt
+        status, metrics = get(f"{base}/metrics")
+        assert status == 200
+        assert "mlflow_http_request_total" in metrics
+        uid = c.exec("python3", "-c", "import os; print(os.getuid())", check=True).stdout.strip()
+        assert uid == "10001"
+    except BaseException:
+        print(c.logs()[-5000:])
+        raise
