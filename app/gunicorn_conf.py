@@ -38,7 +38,7 @@ preload_app = True
 accesslog = None
 # gunicorn's control socket defaults to one path under $HOME: several servers on one host
 # would share it, and a read-only root filesystem cannot hold it.
-no_control_socket = True
+control_socket_disable = True
 logconfig_dict = logging_config(_settings.log_level)
 
 

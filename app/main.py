@@ -15,7 +15,7 @@ from app import errors, routes, v2
 from app.logs import logging_config
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
-from app.model_store import ModelStore, configure_mlflow_client
+from app.model_store import ModelStore, configure_mlflow_client, warm_imports
 from app.settings import Settings
 
 log = logging.getLogger("beyondfit")
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     settings = settings or Settings()
     logging.config.dictConfig(logging_config(settings.log_level))
     configure_mlflow_client()
+    warm_imports()
     metrics = store.metrics if store is not None else Metrics()
     store = store or ModelStore(settings, metrics)
 

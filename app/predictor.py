@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import sklearn
 
 # The fast path hands sklearn an array in the model's own column order; the warning that the
 # array carries no column names would only cost time on every call.
@@ -35,10 +36,19 @@ class Predictor(Protocol):
 
 
 class SklearnPredictor:
-    """Calls a scikit-learn estimator (or Pipeline) directly on a float array."""
+    """Calls a scikit-learn estimator (or Pipeline) directly on a float array.
+
+    A Pipeline's transforms run once per request, and the final estimator's predict and
+    predict_proba both take their output (the Pipeline would run them twice). The request
+    validation has already refused NaN and infinity, so scikit-learn's finiteness scan is
+    skipped; labels still come from the estimator's own predict, never re-derived.
+    """
 
     def __init__(self, estimator: Any, columns: list[str]) -> None:
         self._estimator = estimator
+        steps = getattr(estimator, "steps", None)
+        self._transforms = estimator[:-1] if steps and len(steps) > 1 else None
+        self._final = estimator[-1] if steps else estimator
         self._order: list[int] | None = None
         fitted = getattr(estimator, "feature_names_in_", None)
         if fitted is not None and list(fitted) != columns:
@@ -51,8 +61,10 @@ class SklearnPredictor:
     def predict(self, rows: np.ndarray) -> Prediction:
         if self._order is not None:
             rows = rows[:, self._order]
-        labels = np.asarray(self._estimator.predict(rows))
-        proba = np.asarray(self._estimator.predict_proba(rows)) if self._has_proba else None
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            features = self._transforms.transform(rows) if self._transforms is not None else rows
+            labels = np.asarray(self._final.predict(features))
+            proba = np.asarray(self._final.predict_proba(features)) if self._has_proba else None
         return Prediction(labels, proba)
 
 

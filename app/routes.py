@@ -19,29 +19,31 @@ from app.predictor import Prediction
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     store: ModelStore = request.app.state.store
     return store
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def current_model(store: Annotated[ModelStore, Depends(get_store)]) -> LoadedModel:
+async def current_model(store: Annotated[ModelStore, Depends(get_store)]) -> LoadedModel:
     model = store.current
     if model is None:
         raise ApiError(503, "no model is loaded yet; see /health/ready")
     return model
 
 
-def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def require_api_key(
+    request: Request, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
     if not settings.api_key:
         return
     given = request.headers.get("x-api-key")
@@ -52,7 +54,7 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
         raise ApiError(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(

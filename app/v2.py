@@ -88,7 +88,9 @@ def _v2_error(status: int, message: str) -> ApiError:
     return ApiError(status, message)
 
 
-def named_model(name: str, model: Annotated[LoadedModel, Depends(current_model)]) -> LoadedModel:
+async def named_model(
+    name: str, model: Annotated[LoadedModel, Depends(current_model)]
+) -> LoadedModel:
     if name != model.ref.name:
         raise _v2_error(
             404, f"model {name!r} is not served here; this server serves {model.ref.name!r}"
