@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import errors, routes, v2
+from app.drain import DrainState
 from app.logs import logging_config
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.store = store
+    app.state.draining = DrainState()
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(v2.router)
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         metrics=metrics,
         model_version=lambda: store.current.ref.version if store.current else None,
         access_log_enabled=settings.access_log,
+        draining=app.state.draining,
     )
 
     def openapi() -> dict[str, Any]:

@@ -31,8 +31,10 @@ class RequestContextMiddleware:
         metrics: Metrics,
         model_version: Callable[[], str | None],
         access_log_enabled: bool,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
+        self.draining = draining
         self.metrics = metrics
         self.model_version = model_version
         self.access_log_enabled = access_log_enabled
@@ -62,6 +64,8 @@ class RequestContextMiddleware:
                 version = self.model_version()
                 if version is not None:
                     headers.append((b"x-model-version", version.encode()))
+                if self.draining():  # see app/drain.py: clients move to other pods
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 

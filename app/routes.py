@@ -81,7 +81,9 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/health/ready", tags=["health"], summary="Readiness: a model is loaded and serving")
-async def ready(store: StoreDep) -> Response:
+async def ready(request: Request, store: StoreDep) -> Response:
+    if request.app.state.draining():
+        return json_response({"status": "not ready", "reason": "draining before shutdown"}, 503)
     model = store.current
     if model is None or not store.all_workers_loaded():
         return json_response(

@@ -61,7 +61,9 @@ def test_rolling_update_never_drops_capacity() -> None:
 def test_endpoints_drain_before_sigterm() -> None:
     d = deployment()
     c = container(d)
-    pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    command = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:3] == ["python3", "-m", "app.drain"]
+    pause = int(command[3])
     grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     config = one(render("beyondfit"), "ConfigMap")["data"]
     assert pause > 0

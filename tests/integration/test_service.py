@@ -629,3 +629,29 @@ def test_metrics_exposition_passes_promtool(
     assert 'route="/health' not in text
     assert 'route="/metrics"' not in text
     assert sample_value(scrape(service.url), "model_loaded") == 1
+
+
+def test_drain_closes_keep_alive_connections_and_fails_readiness(
+    service: Service, registered_model: RegisteredModel
+) -> None:
+    """The preStop hook (`python -m app.drain`): last in this module, it drains the service."""
+    import subprocess
+    import sys
+
+    body = {"instances": rows(registered_model, 1)}
+    with httpx.Client(base_url=service.url) as client:
+        assert "connection" not in client.post("/predict", json=body).headers
+        env = dict(
+            os.environ, PROMETHEUS_MULTIPROC_DIR=str(service.workdir / f"metrics-{service.port}")
+        )
+        drain = subprocess.run(
+            [sys.executable, "-m", "app.drain", "0"], env=env, timeout=60, capture_output=True
+        )
+        assert drain.returncode == 0, drain.stderr
+        time.sleep(0.5)  # workers look at the marker at most every 0.25 s
+        for _ in range(6):  # every worker: answers, then closes the connection
+            r = client.post("/predict", json=body)
+            assert r.status_code == 200
+            assert r.headers["connection"] == "close"
+        assert client.get("/health/ready").status_code == 503
+        assert client.get("/health").status_code == 200
