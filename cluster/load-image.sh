@@ -9,6 +9,10 @@
 for image in "$@"; do
   t=$SECONDS
   podman image exists "$image" || die "podman has no image $image"
+  # Drop an older image of the same name first: its snapshots may be gone (down.sh wipes
+  # them, containerd's metadata keeps the name) and the import would then fail with
+  # "parent snapshot ... does not exist".
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images rm "$image" >/dev/null 2>&1 || true
   podman save --format docker-archive "$image" 2>/dev/null |
     ctr --address "$CONTAINERD_SOCK" -n k8s.io images import - >/dev/null ||
     die "import of $image into containerd failed"

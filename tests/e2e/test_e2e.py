@@ -280,7 +280,8 @@ def test_alias_move_is_served_without_pod_restart(
     r = httpx.post(f"{url}/predict", json={"instances": [sample_row]}).json()
     assert r["model_version"] == str(second["version"])
     now = service_pods()
-    assert {p["metadata"]["name"] for p in now} == pods
+    # the same pods still serve (the HPA may have added some meanwhile), none restarted
+    assert pods <= {p["metadata"]["name"] for p in now}
     assert restarts(now) == 0
 
 
