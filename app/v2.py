@@ -7,7 +7,7 @@ shape [N] or [N, 1]) or one tensor of shape [N, F] with columns in signature ord
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -35,20 +35,7 @@ Datatype = Literal[
     "FP64",
     "BYTES",
 ]
-_NUMERIC = {
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-}
+_NUMERIC = set(get_args(Datatype)) - {"BYTES"}
 _SIGNATURE_DATATYPE = {
     "double": "FP64",
     "float": "FP32",
