@@ -44,6 +44,21 @@ def helm(*args: str, timeout: float = 600, check: bool = True) -> subprocess.Com
     return proc
 
 
+def upgrade_service(setting: str) -> None:
+    """helm upgrade of the service release with one value changed, waiting for the rollout."""
+    helm(
+        "upgrade",
+        "beyondfit",
+        str(REPO / "charts/beyondfit"),
+        "--reuse-values",
+        "--set",
+        setting,
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+
+
 def service_url(name: str) -> str:
     svc = kubectl_json("-n", NS, "get", "service", name)
     return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
@@ -243,17 +258,7 @@ def test_rolling_update_under_load_drops_no_request(sample_row: dict[str, float]
     with LoadLoop(url, sample_row) as loop:
         time.sleep(3)
         # a config change: the ConfigMap checksum annotation rolls the pods
-        helm(
-            "upgrade",
-            "beyondfit",
-            str(REPO / "charts/beyondfit"),
-            "--reuse-values",
-            "--set",
-            "server.logLevel=debug",
-            "--wait",
-            "--timeout",
-            "5m",
-        )
+        upgrade_service("server.logLevel=debug")
         kubectl(
             "-n", NS, "rollout", "status", "deployment/beyondfit", "--timeout=300s", timeout=320
         )
@@ -291,17 +296,7 @@ def test_hpa_reads_cpu_and_scales_out_under_load(sample_row: dict[str, float]) -
     # Earlier load (model loading, the rolling update) may already have scaled out to the
     # local maximum: give the HPA room above what runs now.
     start_pods = int(kubectl_json("-n", NS, "get", "deployment", "beyondfit")["spec"]["replicas"])
-    helm(
-        "upgrade",
-        "beyondfit",
-        str(REPO / "charts/beyondfit"),
-        "--reuse-values",
-        "--set",
-        f"autoscaling.maxReplicas={start_pods + 2}",
-        "--wait",
-        "--timeout",
-        "5m",
-    )
+    upgrade_service(f"autoscaling.maxReplicas={start_pods + 2}")
     batch = [sample_row] * 200  # bigger requests: CPU on the pods, not on the client
     stop = threading.Event()
 
