@@ -108,7 +108,18 @@ def web(restricted_namespace: str) -> dict[str, str]:
     )
     kubectl("-n", ns, "rollout", "status", "deployment/web", "--timeout=120s", timeout=130)
     cluster_ip = kubectl("-n", ns, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}").stdout
+    # A Ready pod is not yet a routed Service: the EndpointSlice update reaches kube-proxy and
+    # its iptables sync asynchronously (until then the ClusterIP rejects connections).
+    wait_until("kube-proxy routing the ClusterIP", lambda: _answers(cluster_ip))
     return {"namespace": ns, "cluster_ip": cluster_ip}
+
+
+def _answers(host: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}/", timeout=5) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def test_node_is_registered_and_ready(cluster: Path) -> None:
