@@ -186,7 +186,10 @@ def test_metrics_api_reports_cpu(web: dict[str, str]) -> None:
         proc = kubectl(
             "get", "--raw", f"/apis/metrics.k8s.io/v1beta1/nodes/{NODE_NAME}", check=False
         )
-        return proc.returncode == 0 and json.loads(proc.stdout)["usage"].get("cpu")
+        if proc.returncode != 0:
+            return None
+        cpu: str | None = json.loads(proc.stdout)["usage"].get("cpu")
+        return cpu
 
     assert wait_until("node CPU metrics", node_cpu, timeout=120, interval=3)
     top = kubectl("top", "node", NODE_NAME, "--no-headers").stdout.split()
