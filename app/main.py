@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     settings = settings or Settings()
     logging.config.dictConfig(logging_config(settings.log_level))
     configure_mlflow_client()
-    warm_imports()
+    warm_imports(settings)
     metrics = store.metrics if store is not None else Metrics()
     store = store or ModelStore(settings, metrics)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from app.metrics import FeatureBinCounter, Metrics
 from app.predictor import Prediction, Predictor, PyfuncPredictor, SklearnPredictor
+from app.registry import NeedsMlflowError, RestRegistry, load_sklearn
 from app.schema import InputSchema, UnsupportedSignatureError, input_schema
 from app.settings import Settings
 
@@ -53,6 +55,8 @@ class LoadedModel:
     signature: dict[str, Any]
     input_example: list[dict[str, Any]]
     bins: FeatureBinCounter | None = None
+    loader: str = "direct"
+    """"direct" (app.registry) or "mlflow" (mlflow.pyfunc.load_model)."""
     loaded_at: float = field(default_factory=time.time)
 
     def predict(self, rows: np.ndarray) -> Prediction:
@@ -85,6 +89,7 @@ class ModelStore:
         self.current: LoadedModel | None = None
         self._refused: set[str] = set()
         self._client: Any = None
+        self._rest_registry: RestRegistry | bool | None = None
         self.first_load = asyncio.Event()
 
     # -- readiness across the workers of one server ------------------------------------------
@@ -119,6 +124,15 @@ class ModelStore:
         )
 
     # -- registry -------------------------------------------------------------------------
+    def _rest(self) -> RestRegistry | None:
+        """The direct REST client, or None when MLflow's own client must be used."""
+        if self._rest_registry is None and self.settings.model_loader == "auto":
+            try:
+                self._rest_registry = RestRegistry(self.settings.mlflow_tracking_uri or "")
+            except NeedsMlflowError:
+                self._rest_registry = False
+        return self._rest_registry if isinstance(self._rest_registry, RestRegistry) else None
+
     def _mlflow_client(self) -> Any:
         if self._client is None:
             from mlflow.tracking import MlflowClient
@@ -128,6 +142,10 @@ class ModelStore:
 
     def resolve(self) -> ModelRef:
         """Asks the registry which version the URI names now."""
+        rest = self._rest()
+        if rest is not None:
+            v = rest.model_version(self.name, alias=self.alias, version=self.pinned_version)
+            return ModelRef(self.name, v.version, self.alias, v.run_id)
         client = self._mlflow_client()
         if self.alias is not None:
             mv = client.get_model_version_by_alias(self.name, self.alias)
@@ -138,6 +156,58 @@ class ModelStore:
     # -- loading and checking -------------------------------------------------------------
     def load(self, ref: ModelRef) -> LoadedModel:
         """Downloads, builds and checks one version; ModelRefusedError if it must not serve."""
+        parts = self._load_direct(ref) or self._load_with_mlflow(ref)
+        try:
+            schema = input_schema(parts.signature, self.settings.max_batch_size)
+        except UnsupportedSignatureError as e:
+            raise ModelRefusedError(str(e)) from e
+        current = self.current
+        if current is not None:
+            difference = current.schema.same_as(schema)
+            if difference is not None:
+                raise ModelRefusedError(
+                    f"input signature is not compatible with version "
+                    f"{current.ref.version}: {difference}"
+                )
+        predictor: Predictor
+        raw = parts.estimator
+        if raw is not None and callable(getattr(raw, "predict", None)):
+            predictor = SklearnPredictor(raw, schema.names)
+        else:
+            predictor = PyfuncPredictor(parts.pyfunc, schema.names)
+        example = _usable_example(parts.example_rows, schema)
+        _check_prediction(predictor, schema, example)
+        bins = parts.metadata.get(BINS_METADATA_KEY)
+        return LoadedModel(
+            ref=ref,
+            schema=schema,
+            predictor=predictor,
+            signature=dict(parts.signature or {}),
+            input_example=example,
+            bins=None
+            if not bins
+            else FeatureBinCounter(self.metrics, bins["features"], schema.names),
+            loader="mlflow" if parts.pyfunc is not None else "direct",
+        )
+
+    def _load_direct(self, ref: ModelRef) -> _Parts | None:
+        """A scikit-learn model read without MLflow; None when MLflow's loader is needed."""
+        rest = self._rest()
+        if rest is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="beyondfit-model-") as tmp:
+            try:
+                mlmodel = rest.fetch_model(ref.name, ref.version, Path(tmp))
+                model = load_sklearn(Path(tmp), mlmodel)
+            except NeedsMlflowError as e:
+                log.info(
+                    "loading through MLflow",
+                    extra={"model_version": ref.version, "reason": str(e)},
+                )
+                return None
+        return _Parts(model.signature, model.metadata, model.estimator, None, model.example_rows)
+
+    def _load_with_mlflow(self, ref: ModelRef) -> _Parts:
         import mlflow.pyfunc
 
         if self.settings.mlflow_tracking_uri:
@@ -149,38 +219,15 @@ class ModelStore:
         )
         meta = pyfunc.metadata
         try:
-            schema = input_schema(meta.signature, self.settings.max_batch_size)
-        except UnsupportedSignatureError as e:
-            raise ModelRefusedError(str(e)) from e
-        current = self.current
-        if current is not None:
-            difference = current.schema.same_as(schema)
-            if difference is not None:
-                raise ModelRefusedError(
-                    f"input signature is not compatible with version "
-                    f"{current.ref.version}: {difference}"
-                )
-        try:
             raw = pyfunc.get_raw_model()
         except Exception:
             raw = None
-        predictor: Predictor
-        if raw is not None and callable(getattr(raw, "predict", None)):
-            predictor = SklearnPredictor(raw, schema.names)
-        else:
-            predictor = PyfuncPredictor(pyfunc, schema.names)
-        example = _example_rows(pyfunc, schema)
-        _check_prediction(predictor, schema, example)
-        bins = (meta.metadata or {}).get(BINS_METADATA_KEY)
-        return LoadedModel(
-            ref=ref,
-            schema=schema,
-            predictor=predictor,
-            signature=meta.signature.to_dict(),
-            input_example=example,
-            bins=None
-            if not bins
-            else FeatureBinCounter(self.metrics, bins["features"], schema.names),
+        return _Parts(
+            meta.signature.to_dict() if meta.signature is not None else None,
+            meta.metadata or {},
+            raw,
+            pyfunc,
+            _pyfunc_example_rows(pyfunc),
         )
 
     def _swap(self, model: LoadedModel) -> None:
@@ -206,6 +253,7 @@ class ModelStore:
                 "model_name": model.ref.name,
                 "model_version": model.ref.version,
                 "previous_version": old.ref.version if old else None,
+                "loader": model.loader,
             },
         )
 
@@ -259,17 +307,32 @@ class ModelStore:
             await asyncio.sleep(self.settings.reload_interval_seconds if self.current else backoff)
 
 
-def _example_rows(pyfunc: Any, schema: InputSchema) -> list[dict[str, Any]]:
-    """The logged input example as rows; a row of zeros when the model has none."""
-    example = None
+@dataclass(frozen=True)
+class _Parts:
+    """One model version as either loader returns it, before the checks."""
+
+    signature: dict[str, Any] | None
+    metadata: dict[str, Any]
+    estimator: Any
+    pyfunc: Any
+    example_rows: list[dict[str, Any]] | None
+
+
+def _pyfunc_example_rows(pyfunc: Any) -> list[dict[str, Any]] | None:
     try:
         example = pyfunc.input_example
     except Exception:  # an example that cannot be read is treated as absent
-        example = None
+        return None
     if example is not None and hasattr(example, "to_dict"):
         rows: list[dict[str, Any]] = example.to_dict(orient="records")
-        if rows and all(set(r) == set(schema.names) for r in rows):
-            return [{k: _json_value(v) for k, v in r.items()} for r in rows]
+        return rows
+    return None
+
+
+def _usable_example(rows: list[dict[str, Any]] | None, schema: InputSchema) -> list[dict[str, Any]]:
+    """The logged input example as rows; a row of zeros when the model has none that fits."""
+    if rows and all(set(r) == set(schema.names) for r in rows):
+        return [{k: _json_value(v) for k, v in r.items()} for r in rows]
     zero = {"boolean": False, "long": 0, "integer": 0}
     return [{c.name: zero.get(c.type, 0.0) for c in schema.columns}]
 
@@ -294,15 +357,18 @@ def _check_prediction(
         raise ModelRefusedError("class probabilities on the input example are not finite")
 
 
-def warm_imports() -> None:
-    """Imports what loading a model needs (MLflow, scikit-learn, skops: seconds of CPU).
-    Called when the app is built, so under gunicorn's preload_app it happens once in the
-    master and every worker starts with it done, instead of each worker paying it after the
-    fork, in parallel, before its first load."""
-    import mlflow.pyfunc
-    import mlflow.sklearn  # noqa: F401
+def warm_imports(settings: Settings) -> None:
+    """Imports what loading a model needs (scikit-learn and skops; MLflow too when the model
+    will load through it): seconds of CPU. Called when the app is built, so under gunicorn's
+    preload_app it happens once in the master and every worker starts with it done, instead
+    of each worker paying it after the fork, in parallel, before its first load."""
     import sklearn.pipeline  # noqa: F401
     import skops.io  # noqa: F401
+
+    uri = settings.mlflow_tracking_uri or ""
+    if settings.model_loader == "mlflow" or not uri.startswith(("http://", "https://")):
+        import mlflow.pyfunc
+        import mlflow.sklearn  # noqa: F401
 
 
 def configure_mlflow_client() -> None:

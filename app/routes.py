@@ -108,6 +108,7 @@ async def model_info(model: ModelDep) -> dict[str, Any]:
         "alias": model.ref.alias,
         "run_id": model.ref.run_id,
         "loaded_at": model.loaded_at,
+        "loader": model.loader,
         "signature": model.signature,
         "features": model.schema.names,
         "classes": model.predictor.classes,

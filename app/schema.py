@@ -3,6 +3,7 @@ with numeric or boolean columns: the JSON schema, the example and the checks all
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -80,25 +81,28 @@ class InputSchema:
 
 
 def input_schema(signature: Any, max_batch_size: int) -> InputSchema:
-    """Builds the InputSchema from an mlflow.models.ModelSignature."""
-    if signature is None or signature.inputs is None:
+    """Builds the InputSchema from a model signature: an mlflow.models.ModelSignature, or the
+    `signature` mapping of an MLmodel file (its `inputs` a JSON list of column specs)."""
+    if signature is not None and hasattr(signature, "to_dict"):
+        signature = signature.to_dict()
+    inputs = signature.get("inputs") if isinstance(signature, dict) else None
+    if not inputs:
         raise UnsupportedSignatureError("the model has no input signature; log it with one")
-    inputs = signature.inputs
-    if inputs.is_tensor_spec():
+    specs = json.loads(inputs) if isinstance(inputs, str) else inputs
+    if any(spec.get("type") == "tensor" for spec in specs):
         raise UnsupportedSignatureError(
             "tensor-based signatures are not served; log a column-based one"
         )
     columns = []
-    for spec in inputs.inputs:
-        if spec.name is None:
+    for spec in specs:
+        name, type_name = spec.get("name"), spec.get("type")
+        if name is None:
             raise UnsupportedSignatureError("the signature has unnamed columns")
-        type_name = getattr(spec.type, "name", str(spec.type))
         if type_name not in _TYPES:
             raise UnsupportedSignatureError(
-                f"column {spec.name!r} has type {type_name}; "
-                "only numeric and boolean columns are served"
+                f"column {name!r} has type {type_name}; only numeric and boolean columns are served"
             )
-        columns.append(Column(spec.name, type_name))
+        columns.append(Column(name, type_name))
     row_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, title="Instance")
     fields: dict[str, Any] = {c.name: _TYPES[c.type] for c in columns}
     row: Any = with_config(row_config)(TypedDict("Instance", fields))  # type: ignore[operator]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "BEYONDFIT_MLFLOW_TRACKING_URI"),
     )
     """MLflow tracking server; MLflow's own default applies when unset."""
+
+    model_loader: Literal["auto", "mlflow"] = "auto"
+    """`auto`: a scikit-learn model behind an http(s) tracking server is read directly (REST
+    calls and the model's own serializer, no `import mlflow`: a faster start); anything else
+    loads through mlflow.pyfunc. `mlflow`: always mlflow.pyfunc."""
 
     reload_interval_seconds: float = Field(default=30.0, ge=0)
     """How often each worker checks the alias for a new version; 0 turns watching off."""

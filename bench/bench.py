@@ -296,19 +296,28 @@ def beyondfit_env(tracking_uri: str, access_log: bool) -> dict[str, str]:
 def measure_readiness(
     workdir: Path, tracking_uri: str, reps: int, deadline: float
 ) -> dict[str, list[dict[str, float]]]:
-    """`reps` interleaved rounds of: in-process load, beyondfit cold start, mlflow serve -w 2
-    cold start (order rotated per round). Each server is stopped before the next starts."""
-    out: dict[str, list[dict[str, float]]] = {"inprocess": [], "beyondfit": [], "mlflow_w2": []}
+    """`reps` interleaved rounds of: in-process load, beyondfit cold start (default direct
+    loader, then BEYONDFIT_MODEL_LOADER=mlflow), mlflow serve -w 2 cold start (order rotated
+    per round). Each server is stopped before the next starts."""
+    out: dict[str, list[dict[str, float]]] = {
+        "inprocess": [],
+        "beyondfit": [],
+        "beyondfit_mlflow_loader": [],
+        "mlflow_w2": [],
+    }
     kinds = list(out)
     for r in range(reps):
         if r > 0 and time.monotonic() > deadline:  # the first round always runs
             print(f"  readiness: time budget reached after {r} round(s)", flush=True)
             break
-        for kind in kinds[r % 3 :] + kinds[: r % 3]:
+        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
             if kind == "inprocess":
                 res = inprocess_load(tracking_uri)
-            elif kind == "beyondfit":
-                service = Service(workdir, beyondfit_env(tracking_uri, True), workers=2)
+            elif kind.startswith("beyondfit"):
+                env = beyondfit_env(tracking_uri, True)
+                if kind == "beyondfit_mlflow_loader":
+                    env["BEYONDFIT_MODEL_LOADER"] = "mlflow"
+                service = Service(workdir, env, workers=2)
                 t0 = time.monotonic()
                 try:
                     service.start()  # returns at the first 200 of /health
@@ -675,6 +684,8 @@ def readiness_summary(ready: dict[str, list[dict[str, float]]]) -> dict[str, Any
         "inprocess_process_to_loaded_s": med("inprocess", "process_to_loaded_s"),
         "beyondfit_alive_s": med("beyondfit", "alive_s"),
         "beyondfit_ready_s": med("beyondfit", "ready_s"),
+        "beyondfit_mlflow_loader_alive_s": med("beyondfit_mlflow_loader", "alive_s"),
+        "beyondfit_mlflow_loader_ready_s": med("beyondfit_mlflow_loader", "ready_s"),
         "mlflow_w2_ready_s": med("mlflow_w2", "ready_s"),
     }
     if s["beyondfit_ready_s"] and s["inprocess_load_s"]:
@@ -763,6 +774,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"| beyondfit (gunicorn, 2 workers): start -> /health 200 "
         f"| {f(rd['beyondfit_alive_s'], 2)} |",
         f"| beyondfit: start -> /health/ready 200 | {f(rd['beyondfit_ready_s'], 2)} |",
+        f"| beyondfit, `BEYONDFIT_MODEL_LOADER=mlflow`: start -> /health 200 "
+        f"| {f(rd['beyondfit_mlflow_loader_alive_s'], 2)} |",
+        f"| beyondfit, `BEYONDFIT_MODEL_LOADER=mlflow`: start -> /health/ready 200 "
+        f"| {f(rd['beyondfit_mlflow_loader_ready_s'], 2)} |",
         f"| mlflow models serve -w 2: start -> /ping 200 | {f(rd['mlflow_w2_ready_s'], 2)} |",
         "",
         f"Repetitions: {rd['reps']}. beyondfit ready / load_model = "

@@ -140,12 +140,75 @@ def test_health_model_and_openapi(service: Service, registered_model: Registered
         registered_model.run_id,
     )
     assert info["features"] == registered_model.feature_names
+    assert info["loader"] == "direct"
     doc = httpx.get(f"{service.url}/openapi.json").json()
     body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     instance = doc["components"]["schemas"]["Instance"]
     assert sorted(instance["required"]) == sorted(registered_model.feature_names)
     assert set(body["example"]["instances"][0]) == set(registered_model.feature_names)
     assert httpx.get(f"{service.url}/docs").status_code == 200
+
+
+def test_direct_loader_and_mlflow_loader_serve_the_same_model(
+    service: Service,
+    registered_model: RegisteredModel,
+    start_service: Callable[..., Service],
+) -> None:
+    via_mlflow = start_service(BEYONDFIT_MODEL_LOADER="mlflow")
+    via_mlflow.wait_ready(180)
+    body = {"instances": rows(registered_model, 40)}
+    direct = httpx.post(f"{service.url}/predict", json=body, timeout=30).json()
+    mlflow_answer = httpx.post(f"{via_mlflow.url}/predict", json=body, timeout=30).json()
+    for key in ("predictions", "probabilities", "classes", "model_version"):
+        assert direct[key] == mlflow_answer[key], key
+    a = httpx.get(f"{service.url}/model").json()
+    b = httpx.get(f"{via_mlflow.url}/model").json()
+    assert (a["loader"], b["loader"]) == ("direct", "mlflow")
+    for key in ("signature", "input_example", "features", "run_id"):
+        assert a[key] == b[key], key
+    reference = "model_feature_reference_ratio"
+    assert sample_value(scrape(service.url), reference, feature="mean radius") == sample_value(
+        scrape(via_mlflow.url), reference, feature="mean radius"
+    )
+
+
+def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
+    start_service: Callable[..., Service],
+    mlflow_server: MlflowServer,
+    registered_model: RegisteredModel,
+) -> None:
+    estimator = mlflow.sklearn.load_model(
+        f"models:/{registered_model.name}/{registered_model.version}"
+    )
+
+    class Thresholded(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        """A custom pyfunc model: no sklearn flavor, so MLflow must load it."""
+
+        def predict(self, context: Any, model_input: Any) -> Any:
+            return (estimator.predict_proba(model_input)[:, 1] > 0.9).astype(int)
+
+    X = registered_model.X_test
+    mlflow.set_tracking_uri(mlflow_server.url)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Thresholded(),
+            signature=mlflow.models.infer_signature(X, np.zeros(len(X), dtype=int)),
+            input_example=X.head(2),
+            registered_model_name="thresholded",
+            pip_requirements=["scikit-learn"],
+        )
+    mlflow.MlflowClient().set_registered_model_alias(
+        "thresholded", "champion", info.registered_model_version
+    )
+    svc = start_service(BEYONDFIT_MODEL_URI="models:/thresholded@champion")
+    svc.wait_ready(180)
+    expected = mlflow.pyfunc.load_model("models:/thresholded@champion").predict(X.iloc[:30])
+    r = httpx.post(f"{svc.url}/predict", json={"instances": rows(registered_model, 30)})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == list(expected)
+    assert httpx.get(f"{svc.url}/model").json()["loader"] == "mlflow"
+    assert "the model has no sklearn flavor" in svc.log_text()
 
 
 def _bad_inputs(model: RegisteredModel) -> list[tuple[str, dict[str, Any], int, str]]:
