@@ -274,7 +274,6 @@ class ModelStore:
             )
             return
         except Exception as e:
-            self.metrics.model_reloads.labels("error").inc()
             raise RuntimeError(f"loading {ref.name} version {ref.version} failed: {e}") from e
         self._swap(model)
 
@@ -292,6 +291,9 @@ class ModelStore:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                # Either the registry could not be asked or the new version could not be
+                # loaded: both mean the served version cannot follow the registry.
+                self.metrics.model_reloads.labels("error").inc()
                 level = logging.WARNING if self.current is not None else logging.ERROR
                 log.log(
                     level,

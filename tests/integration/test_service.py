@@ -584,9 +584,14 @@ def test_service_started_before_mlflow_waits_then_serves_without_it(
             r = httpx.post(f"{svc.url}/predict", json=body, timeout=30)
             assert r.status_code == 200, r.text
         assert httpx.get(f"{svc.url}/health/ready").status_code == 200
+        errors_before = sample_value(scrape(svc.url), "model_reloads_total", result="error") or 0
         time.sleep(2)  # a few failed alias checks happen meanwhile: still serving, same workers
         assert httpx.post(f"{svc.url}/predict", json=body).status_code == 200
         assert svc.worker_pids() == pids
+        # each failed check counts: BeyondfitModelReloadFailed tells the operator
+        errors = sample_value(scrape(svc.url), "model_reloads_total", result="error")
+        assert errors is not None
+        assert errors > errors_before
     finally:
         late.stop()
 
