@@ -129,6 +129,13 @@ def test_environment_contract() -> None:
         "PROMETHEUS_MULTIPROC_DIR",
     ):
         assert key in config
+    assert config["BEYONDFIT_MODEL_LOADER"] == "auto"
+    # every BEYONDFIT_* variable the chart sets is a setting the service reads
+    from app.settings import Settings
+
+    settings = {f"BEYONDFIT_{name.upper()}" for name in Settings.model_fields}
+    unknown = {k for k in config if k.startswith("BEYONDFIT_")} - settings
+    assert not unknown, unknown
     c = container(one(docs, "Deployment"))
     assert c["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
     assert "env" not in c  # no secrets unless asked for
@@ -372,6 +379,7 @@ def test_helm_test_pod_uses_the_service_image_and_is_restricted() -> None:
         ("replicaCount=two", "replicaCount"),  # wrong type
         ("autoscaling.enabled=yes", "enabled"),
         ("service.type=Headless", "type"),  # not in the enum
+        ("model.loader=fast", "loader"),
     ],
 )
 def test_schema_rejects_typos_and_wrong_types(setting: str, message: str) -> None:
