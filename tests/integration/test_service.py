@@ -211,6 +211,24 @@ def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
     assert "the model has no sklearn flavor" in svc.log_text()
 
 
+def test_direct_loader_reads_an_artifact_store_the_server_does_not_proxy(
+    tmp_path: Path, start_service: Callable[..., Service], registered_model: RegisteredModel
+) -> None:
+    from training.train import TrainConfig, train
+
+    server = MlflowServer(tmp_path / "no-proxy", serve_artifacts=False).start()
+    try:
+        result = train(TrainConfig(tracking_uri=server.url))
+        svc = start_service(MLFLOW_TRACKING_URI=server.url)
+        svc.wait_ready(180)
+        info = httpx.get(f"{svc.url}/model").json()
+        assert (info["version"], info["loader"]) == (str(result.version), "direct")
+        r = httpx.post(f"{svc.url}/predict", json={"instances": rows(registered_model, 3)})
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop()
+
+
 def _bad_inputs(model: RegisteredModel) -> list[tuple[str, dict[str, Any], int, str]]:
     """(case, request kwargs, expected status, text the error must contain)."""
     row = rows(model, 1)[0]

@@ -66,6 +66,8 @@ class MlflowServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    serve_artifacts: bool = True
+    """False: clients read and write the artifact directory themselves (no proxy)."""
 
     @property
     def url(self) -> str:
@@ -87,9 +89,19 @@ class MlflowServer:
                 "1",
                 "--backend-store-uri",
                 f"sqlite:///{self.workdir / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(self.workdir / "artifacts"),
-                "--serve-artifacts",
+                *(
+                    [
+                        "--artifacts-destination",
+                        str(self.workdir / "artifacts"),
+                        "--serve-artifacts",
+                    ]
+                    if self.serve_artifacts
+                    else [
+                        "--default-artifact-root",
+                        str(self.workdir / "artifacts"),
+                        "--no-serve-artifacts",
+                    ]
+                ),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
