@@ -2,12 +2,16 @@
 # scripts/setup-images.sh: installs what building and running the images needs on a Debian
 # machine without Docker (PLATFORM.md): podman + buildah with runc (crun fails on this
 # kernel's hybrid cgroups), the CNI plugins, uidmap, fuse-overlayfs, slirp4netns, iptables,
-# debootstrap; then builds the stand-in base image localhost/debian-python:bookworm
-# (scripts/base-image.sh, cached) for machines that cannot pull python:3.11-slim-bookworm.
+# debootstrap, PostgreSQL (for the MLflow image's backend-store test); then builds the
+# stand-in base image localhost/debian-python:bookworm (scripts/base-image.sh, cached) for
+# machines that cannot pull python:3.11-slim-bookworm.
 . "$(dirname "$0")/lib.sh"
 
 apt_install podman buildah runc containernetworking-plugins uidmap fuse-overlayfs slirp4netns \
   iptables debootstrap ca-certificates
+# PostgreSQL server binaries (initdb, postgres, psql) for tests/images/test_mlflow_postgres.py,
+# which runs its own throwaway cluster as the postgres user; nothing here starts the service.
+apt_install postgresql
 
 command -v podman >/dev/null || die "podman missing after apt-get install"
 [ -x /usr/sbin/runc ] || die "runc missing after apt-get install"

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.procs import VENV_BIN, stop_process, wait_http
+
 REPO = Path(__file__).resolve().parents[2]
 RUNC = "/usr/sbin/runc"
 
@@ -144,6 +146,51 @@ def run_container() -> Iterator[Callable[..., Container]]:
     yield run
     for c in started:
         podman("rm", "--force", "--time", "5", c.name, check=False, timeout=60)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3-compatible endpoint. The keys are moto's fake test credentials, not secrets."""
+
+    endpoint: str
+    access_key_id: str = "testing"
+    secret_access_key: str = "testing"
+    region: str = "us-east-1"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=self.region,
+        )
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto_server, from requirements/dev.in) on a free loopback
+    port, in its own session; stopped by its PID at teardown."""
+    port = free_port()
+    log_path = tmp_path / "moto-server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/moto-api/", 60, proc=proc)
+        yield S3Server(url)
+    except BaseException:
+        print(log_path.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        stop_process(proc)
 
 
 def wait_until(

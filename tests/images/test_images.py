@@ -4,22 +4,27 @@ Shows: both images build (on the debootstrap stand-in base when no registry is r
 the service image runs as a numeric non-root user with a read-only root filesystem (tmpfs
 for /tmp and the metrics directory), becomes healthy through its own HEALTHCHECK, serves a
 prediction of a model registered in a real MLflow server, and stops cleanly on SIGTERM: an
-in-flight request finishes, the exit code is 0, well inside the grace period.
+in-flight request finishes, the exit code is 0, well inside the grace period. The MLflow
+image serves the tracking API read-only, and proxies artifacts to a real S3-compatible store
+(moto) as charts/mlflow does with artifacts.type=s3.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.images.conftest import Container, Images, free_port, podman, wait_until
+from tests.images.conftest import Container, Images, S3Server, free_port, podman, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -283,6 +288,109 @@ def test_mlflow_image_serves_the_tracking_api_read_only(images: Images, run_cont
         assert "mlflow_http_request_total" in metrics
         uid = c.exec("python3", "-c", "import os; print(os.getuid())", check=True).stdout.strip()
         assert uid == "10001"
+    except BaseException:
+        print(c.logs()[-5000:])
+        raise
+
+
+def test_mlflow_image_proxies_artifacts_to_an_s3_compatible_store(
+    images: Images, run_container: Any, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """charts/mlflow with artifacts.type=s3: `--artifacts-destination s3://BUCKET/PREFIX
+    --serve-artifacts`, MLFLOW_S3_ENDPOINT_URL and AWS keys in the environment. A client logs
+    an artifact and a model through the server (`mlflow-artifacts:/`, never touching S3
+    itself); the objects land in the bucket and come back through MLflow byte for byte.
+    Without boto3 in the image the server cannot write to S3 and this fails."""
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    import numpy as np
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    s3 = s3_server.client()
+    bucket = f"beyondfit-artifacts-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+
+    port = free_port()
+    c = run_container(
+        images.mlflow,
+        port,
+        env={
+            "MLFLOW_PORT": str(port),
+            "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint,
+            "AWS_ACCESS_KEY_ID": s3_server.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+            "AWS_DEFAULT_REGION": s3_server.region,
+        },
+        extra=["--tmpfs", "/tmp:rw,U", "--tmpfs", "/var/lib/mlflow:rw,U"],
+        cmd=[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            "sqlite:////var/lib/mlflow/mlflow.db",
+            "--artifacts-destination",
+            f"s3://{bucket}/mlflow",
+            "--serve-artifacts",
+        ],
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        start = wait_until(lambda: get(f"{base}/health")[0] == 200, 120, what="mlflow /health")
+        print(f"MLflow server (S3 artifacts) answered /health {start:.1f} s after start")
+        # Fail fast and plainly if the driver is missing (the round trip below would only
+        # show the server's 500s after the client's retries).
+        probe = c.exec("python3", "-c", "import boto3; print(boto3.__version__)")
+        assert probe.returncode == 0, f"no boto3 in {images.mlflow}:\n{probe.stderr[-2000:]}"
+
+        client = MlflowClient(tracking_uri=base)
+        exp_id = client.create_experiment(f"s3-artifacts-{uuid.uuid4().hex[:8]}")
+        assert client.get_experiment(exp_id).artifact_location == f"mlflow-artifacts:/{exp_id}"
+        run_id = client.create_run(exp_id).info.run_id
+
+        # An artifact: random bytes, so only a faithful round trip compares equal.
+        payload = os.urandom(300_000)
+        upload = tmp_path / "upload"
+        upload.mkdir()
+        (upload / "payload.bin").write_bytes(payload)
+        t0 = time.monotonic()
+        client.log_artifact(run_id, str(upload / "payload.bin"))
+
+        # A model: a small scikit-learn classifier, saved locally, logged through the server.
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(60, 3))
+        y = (X[:, 0] + X[:, 1] > 0).astype(int)
+        model = LogisticRegression().fit(X, y)
+        mlflow.sklearn.save_model(
+            model, str(tmp_path / "model"), pip_requirements=["scikit-learn", "skops"]
+        )
+        client.log_artifacts(run_id, str(tmp_path / "model"), artifact_path="model")
+        client.set_terminated(run_id)
+        print(f"logged an artifact and a model through MLflow in {time.monotonic() - t0:.1f} s")
+
+        # The objects really are in the bucket, under the destination prefix.
+        prefix = f"mlflow/{exp_id}/{run_id}/artifacts/"
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix="mlflow/")
+        keys = {o["Key"]: o["Size"] for o in listing.get("Contents", [])}
+        print(f"s3://{bucket}: {sorted(keys)}")
+        assert keys.get(f"{prefix}payload.bin") == len(payload), keys
+        assert f"{prefix}model/MLmodel" in keys, keys
+        stored = s3.get_object(Bucket=bucket, Key=f"{prefix}payload.bin")["Body"].read()
+        assert stored == payload
+
+        # Back through MLflow's proxy: identical bytes, and a model that predicts the same.
+        listed = {a.path for a in client.list_artifacts(run_id)}
+        assert {"payload.bin", "model"} <= listed, listed
+        download = tmp_path / "download"
+        download.mkdir()
+        got = client.download_artifacts(run_id, "payload.bin", str(download))
+        assert Path(got).read_bytes() == payload
+        model_dir = client.download_artifacts(run_id, "model", str(download))
+        loaded = mlflow.pyfunc.load_model(model_dir)
+        assert np.array_equal(np.asarray(loaded.predict(X)), model.predict(X))
     except BaseException:
         print(c.logs()[-5000:])
         raise
