@@ -10,8 +10,15 @@
 apt_install podman buildah runc containernetworking-plugins uidmap fuse-overlayfs slirp4netns \
   iptables debootstrap ca-certificates
 # PostgreSQL server binaries (initdb, postgres, psql) for tests/images/test_mlflow_postgres.py,
-# which runs its own throwaway cluster as the postgres user; nothing here starts the service.
-apt_install postgresql
+# which runs its own throwaway cluster as the postgres user. On a machine where services may
+# start, the package starts Debian's own cluster (main, port 5432): stop it again right after
+# the install, so the set-up leaves no server running.
+if ! dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q "install ok installed"; then
+  apt_install postgresql
+  for cluster in $(pg_lsclusters -h 2>/dev/null | awk '$4 == "online" {print $1 "/" $2}'); do
+    pg_ctlcluster "${cluster%/*}" "${cluster#*/}" stop || true
+  done
+fi
 
 command -v podman >/dev/null || die "podman missing after apt-get install"
 [ -x /usr/sbin/runc ] || die "runc missing after apt-get install"
