@@ -12,7 +12,8 @@ run_layer() {
   [ -d "tests/$layer" ] || { log "no tests/$layer yet, skipping"; return 0; }
   if [ -x "scripts/setup-$layer.sh" ]; then "scripts/setup-$layer.sh"; fi
   log "tests/$layer"
-  .venv/bin/python -m pytest "tests/$layer" "$@"
+  # the slowest tests are named at the end of each layer, to see where the time goes
+  .venv/bin/python -m pytest "tests/$layer" --durations=5 "$@"
 }
 
 layer=${1:-all}; shift || true

@@ -250,6 +250,8 @@ def test_helm_test_passes_and_the_service_answers_with_the_registered_version(
     assert r.status_code == 200, r.text
     assert r.json()["model_version"] == str(first_model["version"])
     assert httpx.get(f"{url}/metrics").status_code == 200
+    # the in-cluster MLflow proxies its artifacts, so the pods read the model without MLflow
+    assert httpx.get(f"{url}/model", timeout=10).json()["loader"] == "direct"
 
 
 def test_rolling_update_under_load_drops_no_request(sample_row: dict[str, float]) -> None:
