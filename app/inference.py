@@ -9,9 +9,10 @@ import numpy as np
 from app.metrics import Metrics
 from app.model_store import LoadedModel
 from app.predictor import Prediction
+from app.schema import ModelInput
 
 
-def infer(model: LoadedModel, rows: np.ndarray, metrics: Metrics) -> Prediction:
+def infer(model: LoadedModel, rows: ModelInput, metrics: Metrics) -> Prediction:
     version = model.ref.version
     start = time.perf_counter()
     out = model.predict(rows)

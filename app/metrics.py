@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -150,9 +151,13 @@ class FeatureBinCounter:
                 metrics.feature_reference_ratio.labels(name, str(b)).set(float(ratio))
             self._features.append((column, edges, children))
 
-    def count(self, rows: np.ndarray) -> None:
+    def count(self, rows: np.ndarray | pd.DataFrame) -> None:
+        frame = rows if isinstance(rows, pd.DataFrame) else None
         for column, edges, children in self._features:
-            idx = np.searchsorted(edges, rows[:, column], side="right")
+            values = rows[:, column] if frame is None else frame.iloc[:, column].to_numpy()
+            if values.dtype.kind not in "biuf":
+                continue  # reference bins are numeric; a string column is not binned
+            idx = np.searchsorted(edges, values, side="right")
             if len(idx) == 1:
                 children[int(idx[0])].inc()
                 continue

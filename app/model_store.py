@@ -23,7 +23,7 @@ import numpy as np
 from app.metrics import FeatureBinCounter, Metrics
 from app.predictor import Prediction, Predictor, PyfuncPredictor, SklearnPredictor
 from app.registry import NeedsMlflowError, RestRegistry, load_sklearn
-from app.schema import InputSchema, UnsupportedSignatureError, input_schema
+from app.schema import InputSchema, ModelInput, UnsupportedSignatureError, input_schema
 from app.settings import Settings
 
 log = logging.getLogger("beyondfit.model")
@@ -59,7 +59,7 @@ class LoadedModel:
     """"direct" (app.registry) or "mlflow" (mlflow.pyfunc.load_model)."""
     loaded_at: float = field(default_factory=time.time)
 
-    def predict(self, rows: np.ndarray) -> Prediction:
+    def predict(self, rows: ModelInput) -> Prediction:
         return self.predictor.predict(rows)
 
 
@@ -335,7 +335,7 @@ def _usable_example(rows: list[dict[str, Any]] | None, schema: InputSchema) -> l
     """The logged input example as rows; a row of zeros when the model has none that fits."""
     if rows and all(set(r) == set(schema.names) for r in rows):
         return [{k: _json_value(v) for k, v in r.items()} for r in rows]
-    zero = {"boolean": False, "long": 0, "integer": 0}
+    zero = {"boolean": False, "long": 0, "integer": 0, "string": ""}
     return [{c.name: zero.get(c.type, 0.0) for c in schema.columns}]
 
 
@@ -346,7 +346,7 @@ def _json_value(value: Any) -> Any:
 def _check_prediction(
     predictor: Predictor, schema: InputSchema, example: list[dict[str, Any]]
 ) -> None:
-    rows = schema.to_array(example)
+    rows = schema.model_input(example)
     try:
         out = predictor.predict(rows)
     except Exception as e:

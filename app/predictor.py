@@ -1,6 +1,8 @@
-"""The one small interface every model call goes through: a float array in, predictions out.
+"""The one small interface every model call goes through: a float array in (a DataFrame when
+the signature has string columns), predictions out.
 
-A later compiled path (ONNX Runtime) or micro-batching plugs in here without touching routes.
+A later compiled path (ONNX Runtime) or micro-batching plugs in here without touching routes;
+it applies to the all-numeric models, which is where the float array is used.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import sklearn
+
+from app.schema import ModelInput
 
 # The fast path hands sklearn an array in the model's own column order; the warning that the
 # array carries no column names would only cost time on every call.
@@ -30,13 +34,14 @@ class Predictor(Protocol):
     classes: list[Any] | None
     """Class labels in the column order of `Prediction.probabilities`."""
 
-    def predict(self, rows: np.ndarray) -> Prediction:
-        """rows: 2-D float array, columns in the order of the model's input signature."""
+    def predict(self, rows: ModelInput) -> Prediction:
+        """rows: a 2-D float array, or a DataFrame when the signature has string columns;
+        columns in the order of the model's input signature."""
         ...
 
 
 class SklearnPredictor:
-    """Calls a scikit-learn estimator (or Pipeline) directly on a float array.
+    """Calls a scikit-learn estimator (or Pipeline) directly on a float array (or a frame).
 
     A Pipeline's transforms run once per request, and the final estimator's predict and
     predict_proba both take their output (the Pipeline would run them twice). The request
@@ -58,8 +63,9 @@ class SklearnPredictor:
         classes = getattr(estimator, "classes_", None)
         self.classes = [_plain(c) for c in classes] if has_proba and classes is not None else None
 
-    def predict(self, rows: np.ndarray) -> Prediction:
-        if self._order is not None:
+    def predict(self, rows: ModelInput) -> Prediction:
+        # A DataFrame carries its column names: scikit-learn matches them itself.
+        if self._order is not None and isinstance(rows, np.ndarray):
             rows = rows[:, self._order]
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             features = self._transforms.transform(rows) if self._transforms is not None else rows
@@ -76,8 +82,10 @@ class PyfuncPredictor:
         self._columns = columns
         self.classes: list[Any] | None = None
 
-    def predict(self, rows: np.ndarray) -> Prediction:
-        frame = pd.DataFrame(rows, columns=self._columns)
+    def predict(self, rows: ModelInput) -> Prediction:
+        frame = (
+            rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=self._columns)
+        )
         out = self._model.predict(frame)
         if isinstance(out, pd.DataFrame):
             out = out.iloc[:, 0]

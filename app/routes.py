@@ -136,7 +136,7 @@ async def predict(request: Request, model: ModelDep, m: MetricsDep) -> Response:
         rows = model.schema.parse(body)
     except ValidationError as e:
         raise validation_error(e) from None
-    out = infer(model, model.schema.to_array(rows), m)
+    out = infer(model, model.schema.model_input(rows), m)
     return json_response(predict_body(model, out))
 
 

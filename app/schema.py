@@ -1,13 +1,15 @@
 """Request validation built from an MLflow model signature, for any column-based signature
-with numeric or boolean columns: the JSON schema, the example and the checks all come from it."""
+with numeric, boolean or string columns: the JSON schema, the example and the checks all come
+from it."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 import numpy as np
+import pandas as pd
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
@@ -21,7 +23,12 @@ _TYPES: dict[str, Any] = {
     "long": int,
     "integer": int,
     "boolean": bool,
+    "string": str,
 }
+
+
+ModelInput: TypeAlias = np.ndarray | pd.DataFrame
+"""A batch as the model takes it: rows x columns in signature order."""
 
 
 class UnsupportedSignatureError(ValueError):
@@ -52,9 +59,33 @@ class InputSchema:
         rows: list[dict[str, Any]] = payload["instances"]
         return rows
 
+    @property
+    def numeric(self) -> bool:
+        """Whether every column is numeric or boolean: the model then takes a float array."""
+        return all(c.type != "string" for c in self.columns)
+
     def to_array(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """rows x columns float64, in signature order (numeric schemas only)."""
         names = self.names
         return np.array([[row[n] for n in names] for row in rows], dtype=np.float64)
+
+    def to_frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """A DataFrame in signature order: string columns as Python strings (object dtype),
+        every other column as float64, the values the float array would hold."""
+        return self.columns_to_frame([[row[c.name] for row in rows] for c in self.columns])
+
+    def columns_to_frame(self, columns: list[list[Any]]) -> pd.DataFrame:
+        """The same DataFrame from one list of values per column, in signature order."""
+        return pd.DataFrame(
+            {
+                c.name: pd.Series(values, dtype=object if c.type == "string" else np.float64)
+                for c, values in zip(self.columns, columns, strict=True)
+            }
+        )
+
+    def model_input(self, rows: list[dict[str, Any]]) -> ModelInput:
+        """What the predictor takes: a float array, or a DataFrame when there are strings."""
+        return self.to_array(rows) if self.numeric else self.to_frame(rows)
 
     def json_schema(self) -> dict[str, Any]:
         return self.adapter.json_schema()
@@ -100,7 +131,8 @@ def input_schema(signature: Any, max_batch_size: int) -> InputSchema:
             raise UnsupportedSignatureError("the signature has unnamed columns")
         if type_name not in _TYPES:
             raise UnsupportedSignatureError(
-                f"column {name!r} has type {type_name}; only numeric and boolean columns are served"
+                f"column {name!r} has type {type_name}; "
+                "only numeric, boolean and string columns are served"
             )
         columns.append(Column(name, type_name))
     row_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, title="Instance")

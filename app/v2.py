@@ -18,7 +18,7 @@ from app.errors import ApiError
 from app.inference import infer
 from app.model_store import LoadedModel, ModelStore
 from app.routes import MetricsDep, Protected, StoreDep, current_model, json_response, require_json
-from app.schema import describe_errors
+from app.schema import ModelInput, describe_errors
 
 Datatype = Literal[
     "BOOL",
@@ -42,6 +42,7 @@ _SIGNATURE_DATATYPE = {
     "long": "INT64",
     "integer": "INT32",
     "boolean": "BOOL",
+    "string": "BYTES",
 }
 
 
@@ -228,10 +229,35 @@ def _numbers(tensor: RequestInput, where: str) -> list[float]:
     return [float(v) for v in values]
 
 
-def _to_rows(req: InferenceRequest, model: LoadedModel) -> np.ndarray:
-    names = model.schema.names
-    limit = model.schema.max_batch_size
+def _strings(tensor: RequestInput, where: str, name: str) -> list[str]:
+    if tensor.datatype != "BYTES":
+        raise ApiError(
+            422, f"{where}.datatype: {name!r} is a string column: send BYTES, not {tensor.datatype}"
+        )
+    values = _flatten(tensor.data)
+    if len(values) != tensor.shape[0]:
+        raise ApiError(
+            422, f"{where}.data: shape {tensor.shape} needs {tensor.shape[0]}, got {len(values)}"
+        )
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ApiError(422, f"{where}.data[{i}]: {v!r} is not a string")
+    return values
+
+
+def _to_rows(req: InferenceRequest, model: LoadedModel) -> ModelInput:
+    schema = model.schema
+    names = schema.names
+    limit = schema.max_batch_size
+    rows: ModelInput
     if len(req.inputs) == 1 and len(req.inputs[0].shape) == 2 and req.inputs[0].name not in names:
+        if not schema.numeric:
+            strings = [c.name for c in schema.columns if c.type == "string"]
+            raise ApiError(
+                422,
+                f"inputs: this model has string column(s) {strings}: send one input per "
+                "feature, not one [N, features] tensor",
+            )
         tensor = req.inputs[0]
         n, f = tensor.shape
         if f != len(names):
@@ -254,7 +280,7 @@ def _to_rows(req: InferenceRequest, model: LoadedModel) -> np.ndarray:
                     + ([f"unknown input(s) {extra}"] if extra else [])
                 ),
             )
-        columns = []
+        columns: list[list[Any]] = []
         n = -1
         for name in names:
             i, tensor = given[name]
@@ -269,8 +295,14 @@ def _to_rows(req: InferenceRequest, model: LoadedModel) -> np.ndarray:
                     422, f"inputs[{i}].shape: {tensor.shape[0]} rows, other inputs have {n}"
                 )
             n = tensor.shape[0]
-            columns.append(_numbers(tensor, f"inputs[{i}]"))
-        rows = np.array(columns, dtype=np.float64).T.reshape(n, len(names))
+            if schema.columns[len(columns)].type == "string":
+                columns.append(_strings(tensor, f"inputs[{i}]", name))
+            else:
+                columns.append(_numbers(tensor, f"inputs[{i}]"))
+        if schema.numeric:
+            rows = np.array(columns, dtype=np.float64).T.reshape(n, len(names))
+        else:
+            rows = schema.columns_to_frame(columns)
     if len(rows) == 0:
         raise ApiError(422, "inputs: the batch is empty")
     if len(rows) > limit:

@@ -137,12 +137,37 @@ def test_schema_validates_strictly(cancer: tuple[Any, pd.DataFrame]) -> None:
         ints.parse(b'{"instances": [{"n": 1.5}]}')
 
 
+def test_string_columns_are_validated_and_reach_the_model_as_a_frame() -> None:
+    frame = pd.DataFrame({"city": ["oslo", "rome"], "size": [1.5, 2.0], "rooms": [2, 3]})
+    schema = input_schema(infer_signature(frame, np.array([0, 1])), 5)
+    assert not schema.numeric
+    row = {"city": "oslo", "size": 2.5, "rooms": 4}
+    rows = schema.parse(json.dumps({"instances": [row]}).encode())
+    model_input = schema.model_input(rows)
+    assert isinstance(model_input, pd.DataFrame)
+    assert list(model_input.columns) == ["city", "size", "rooms"]
+    assert model_input.dtypes.to_dict() == {
+        "city": np.dtype(object),
+        "size": np.float64,
+        "rooms": np.float64,
+    }
+    assert model_input.iloc[0].tolist() == ["oslo", 2.5, 4.0]
+    for bad in ({**row, "city": 3}, {**row, "city": None}, {**row, "size": "2.5"}):
+        with pytest.raises(ValidationError):
+            schema.parse(json.dumps({"instances": [bad]}).encode())
+    numeric = input_schema(infer_signature(frame[["size"]], np.array([0, 1])), 5)
+    assert numeric.numeric
+    assert isinstance(numeric.model_input([{"size": 1.0}]), np.ndarray)
+
+
 def test_schema_refuses_what_it_cannot_serve() -> None:
     with pytest.raises(UnsupportedSignatureError, match="no input signature"):
         input_schema(None, 5)
-    text = infer_signature(pd.DataFrame({"city": ["a", "b"]}), np.array([0, 1]))
-    with pytest.raises(UnsupportedSignatureError, match="only numeric and boolean"):
-        input_schema(text, 5)
+    when = infer_signature(
+        pd.DataFrame({"when": pd.to_datetime(["2026-01-01", "2026-01-02"])}), np.array([0, 1])
+    )
+    with pytest.raises(UnsupportedSignatureError, match="only numeric, boolean and string"):
+        input_schema(when, 5)
     tensor = infer_signature(np.zeros((2, 3)), np.array([0, 1]))
     with pytest.raises(UnsupportedSignatureError, match="tensor-based"):
         input_schema(tensor, 5)
