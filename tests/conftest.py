@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.support.procs import MlflowServer, Service
+from tests.support.s3 import S3Server, running_s3_server
 
 MODEL_NAME = "beyondfit-classifier"
 
@@ -75,3 +76,10 @@ def start_service(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[Calla
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto) on a free loopback port, for one test."""
+    with running_s3_server(tmp_path) as server:
+        yield server

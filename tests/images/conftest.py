@@ -22,8 +22,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import VENV_BIN, stop_process, wait_http
-
 REPO = Path(__file__).resolve().parents[2]
 RUNC = "/usr/sbin/runc"
 
@@ -148,51 +146,6 @@ def run_container() -> Iterator[Callable[..., Container]]:
         podman("rm", "--force", "--time", "5", c.name, check=False, timeout=60)
 
 
-@dataclass(frozen=True)
-class S3Server:
-    """An S3-compatible endpoint. The keys are moto's fake test credentials, not secrets."""
-
-    endpoint: str
-    access_key_id: str = "testing"
-    secret_access_key: str = "testing"
-    region: str = "us-east-1"
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            region_name=self.region,
-        )
-
-
-@pytest.fixture
-def s3_server(tmp_path: Path) -> Iterator[S3Server]:
-    """A real S3-compatible server (moto_server, from requirements/dev.in) on a free loopback
-    port, in its own session; stopped by its PID at teardown."""
-    port = free_port()
-    log_path = tmp_path / "moto-server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/moto-api/", 60, proc=proc)
-        yield S3Server(url)
-    except BaseException:
-        print(log_path.read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        stop_process(proc)
-
-
 def wait_until(
     predicate: Callable[[], bool], timeout: float, interval: float = 0.5, what: str = ""
 ) -> float:
@@ -202,3 +155,18 @@ def wait_until(
             return time.monotonic() - t0
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def save_tiny_model(path: Path) -> tuple[Any, Any]:
+    """A small logistic regression on 3 random features, saved as an MLflow model directory at
+    `path` (skops); returns (model, X) to compare predictions after a round trip."""
+    import mlflow.sklearn
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    model = LogisticRegression().fit(X, y)
+    mlflow.sklearn.save_model(model, str(path), pip_requirements=["scikit-learn", "skops"])
+    return model, X

@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 
-from tests.images.conftest import Container, Images, S3Server, free_port, podman, wait_until
+from tests.images.conftest import (
+    Container,
+    Images,
+    free_port,
+    podman,
+    save_tiny_model,
+    wait_until,
+)
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -57,6 +65,25 @@ def post(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
+
+
+def mlflow_server_args(port: int, artifacts_destination: str, *extra: str) -> list[str]:
+    """`mlflow server` arguments as the chart gives them: SQLite on the data volume, artifacts
+    proxied by the server to `artifacts_destination`."""
+    return [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        "sqlite:////var/lib/mlflow/mlflow.db",
+        "--artifacts-destination",
+        artifacts_destination,
+        "--serve-artifacts",
+        *extra,
+    ]
 
 
 def test_both_images_build_and_record_their_sizes(images: Images) -> None:
@@ -252,23 +279,14 @@ def test_mlflow_image_serves_the_tracking_api_read_only(images: Images, run_cont
             "--tmpfs",
             "/run/mlflow/metrics:rw,U",
         ],
-        cmd=[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            "sqlite:////var/lib/mlflow/mlflow.db",
-            "--artifacts-destination",
+        cmd=mlflow_server_args(
+            port,
             "/var/lib/mlflow/artifacts",
-            "--serve-artifacts",
             "--allowed-hosts",
             "localhost,localhost:*,127.0.0.1,127.0.0.1:*,mlflow,mlflow:*",
             "--expose-prometheus",
             "/run/mlflow/metrics",
-        ],
+        ),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -305,7 +323,6 @@ def test_mlflow_image_proxies_artifacts_to_an_s3_compatible_store(
     import mlflow.sklearn
     import numpy as np
     from mlflow import MlflowClient
-    from sklearn.linear_model import LogisticRegression
 
     s3 = s3_server.client()
     bucket = f"beyondfit-artifacts-{uuid.uuid4().hex[:8]}"
@@ -315,27 +332,9 @@ def test_mlflow_image_proxies_artifacts_to_an_s3_compatible_store(
     c = run_container(
         images.mlflow,
         port,
-        env={
-            "MLFLOW_PORT": str(port),
-            "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint,
-            "AWS_ACCESS_KEY_ID": s3_server.access_key_id,
-            "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key,
-            "AWS_DEFAULT_REGION": s3_server.region,
-        },
+        env={"MLFLOW_PORT": str(port), **s3_server.env()},
         extra=["--tmpfs", "/tmp:rw,U", "--tmpfs", "/var/lib/mlflow:rw,U"],
-        cmd=[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            "sqlite:////var/lib/mlflow/mlflow.db",
-            "--artifacts-destination",
-            f"s3://{bucket}/mlflow",
-            "--serve-artifacts",
-        ],
+        cmd=mlflow_server_args(port, f"s3://{bucket}/mlflow"),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -360,13 +359,7 @@ def test_mlflow_image_proxies_artifacts_to_an_s3_compatible_store(
         client.log_artifact(run_id, str(upload / "payload.bin"))
 
         # A model: a small scikit-learn classifier, saved locally, logged through the server.
-        rng = np.random.default_rng(0)
-        X = rng.normal(size=(60, 3))
-        y = (X[:, 0] + X[:, 1] > 0).astype(int)
-        model = LogisticRegression().fit(X, y)
-        mlflow.sklearn.save_model(
-            model, str(tmp_path / "model"), pip_requirements=["scikit-learn", "skops"]
-        )
+        model, X = save_tiny_model(tmp_path / "model")
         client.log_artifacts(run_id, str(tmp_path / "model"), artifact_path="model")
         client.set_terminated(run_id)
         print(f"logged an artifact and a model through MLflow in {time.monotonic() - t0:.1f} s")

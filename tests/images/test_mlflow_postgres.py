@@ -39,7 +39,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.images.conftest import Container, Images, free_port, podman, wait_until
+from tests.images.conftest import (
+    Container,
+    Images,
+    free_port,
+    podman,
+    save_tiny_model,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -364,7 +371,6 @@ def test_mlflow_image_keeps_runs_and_registry_in_postgresql(
     import numpy as np
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
-    from sklearn.linear_model import LogisticRegression
 
     env_file = backend_store_env(tmp_path, postgres.uri(PSYCOPG2))
     artifacts = tmp_path / "artifacts"
@@ -397,13 +403,7 @@ def test_mlflow_image_keeps_runs_and_registry_in_postgresql(
         )
         client.set_tag(run_id, "backend", "postgresql")
 
-        rng = np.random.default_rng(0)
-        X = rng.normal(size=(60, 3))
-        y = (X[:, 0] + X[:, 1] > 0).astype(int)
-        model = LogisticRegression().fit(X, y)
-        mlflow.sklearn.save_model(
-            model, str(tmp_path / "model"), pip_requirements=["scikit-learn", "skops"]
-        )
+        model, X = save_tiny_model(tmp_path / "model")
         client.log_artifacts(run_id, str(tmp_path / "model"), artifact_path="model")
         client.set_terminated(run_id)
         artifact_uri = client.get_run(run_id).info.artifact_uri

@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import RegisteredModel
 from tests.support.metrics import sample_value, scrape
 from tests.support.procs import MlflowServer, Service
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.slow
 
@@ -223,6 +224,38 @@ def test_direct_loader_reads_an_artifact_store_the_server_does_not_proxy(
         svc.wait_ready(180)
         info = httpx.get(f"{svc.url}/model").json()
         assert (info["version"], info["loader"]) == (str(result.version), "direct")
+        r = httpx.post(f"{svc.url}/predict", json={"instances": rows(registered_model, 3)})
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop()
+
+
+def test_artifacts_only_in_s3_load_through_mlflow(
+    tmp_path: Path,
+    start_service: Callable[..., Service],
+    registered_model: RegisteredModel,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tracking server that does not proxy its S3 artifact store: the direct loader cannot
+    read s3:// and hands the model to mlflow.pyfunc (boto3, the client's own S3 access)."""
+    from training.train import TrainConfig, train
+
+    s3_server.client().create_bucket(Bucket="direct-artifacts")
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    server = MlflowServer(
+        tmp_path / "s3-mlflow", serve_artifacts=False, artifact_root="s3://direct-artifacts/mlflow"
+    ).start()
+    try:
+        result = train(TrainConfig(tracking_uri=server.url))
+        stored = s3_server.client().list_objects_v2(Bucket="direct-artifacts")["Contents"]
+        assert any(o["Key"].endswith("/MLmodel") for o in stored)
+        svc = start_service(MLFLOW_TRACKING_URI=server.url, **s3_server.env())
+        svc.wait_ready(180)
+        info = httpx.get(f"{svc.url}/model").json()
+        assert (info["version"], info["loader"]) == (str(result.version), "mlflow")
+        assert "are not proxied by the tracking server" in svc.log_text()
         r = httpx.post(f"{svc.url}/predict", json={"instances": rows(registered_model, 3)})
         assert r.status_code == 200, r.text
     finally:
@@ -681,6 +714,100 @@ def test_a_model_with_other_features_is_served_without_code_changes(
     bad = httpx.post(f"{svc.url}/predict", json={"instances": [{"mean radius": 1.0}]})
     assert bad.status_code == 422
     assert "alcohol" in bad.text
+
+
+def test_a_model_with_string_columns_is_served_through_the_registry(
+    start_service: Callable[..., Service], mlflow_server: MlflowServer
+) -> None:
+    """Any scikit-learn model with a column signature, here a Pipeline that one-hot encodes a
+    categorical column: validated from the signature, answered like in-process MLflow."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    n = 300
+    X = pd.DataFrame(
+        {
+            "city": rng.choice(["oslo", "rome", "lima"], n),
+            "size": rng.normal(50, 10, n),
+            "rooms": rng.integers(1, 6, n),
+        }
+    )
+    y = ((X["city"] == "rome") | (X["size"] > 55)).astype(int)
+    encode = ColumnTransformer(
+        [("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder=StandardScaler()
+    )
+    model = make_pipeline(encode, LogisticRegression()).fit(X, y)
+    mlflow.set_tracking_uri(mlflow_server.url)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=mlflow.models.infer_signature(X, model.predict(X)),
+            input_example=X.head(3),
+            registered_model_name="housing",
+            pip_requirements=["scikit-learn"],
+        )
+    mlflow.MlflowClient().set_registered_model_alias(
+        "housing", "champion", info.registered_model_version
+    )
+    svc = start_service(BEYONDFIT_MODEL_URI="models:/housing@champion")
+    svc.wait_ready(180)
+    assert httpx.get(f"{svc.url}/model").json()["loader"] == "direct"
+
+    test = X.iloc[:40]
+    instances = [
+        {"city": r["city"], "size": float(r["size"]), "rooms": int(r["rooms"])}
+        for r in test.to_dict(orient="records")
+    ]
+    r = httpx.post(f"{svc.url}/predict", json={"instances": instances}, timeout=30)
+    assert r.status_code == 200, r.text
+    expected = mlflow.pyfunc.load_model("models:/housing@champion").predict(test)
+    assert r.json()["predictions"] == list(expected)
+    assert np.allclose(r.json()["probabilities"], model.predict_proba(test))
+
+    # Open Inference Protocol: one BYTES input for the string column
+    row = instances[0]
+    v2 = httpx.post(
+        f"{svc.url}/v2/models/housing/infer",
+        json={
+            "inputs": [
+                {"name": "city", "shape": [1], "datatype": "BYTES", "data": [row["city"]]},
+                {"name": "size", "shape": [1], "datatype": "FP64", "data": [row["size"]]},
+                {"name": "rooms", "shape": [1], "datatype": "INT64", "data": [row["rooms"]]},
+            ]
+        },
+    )
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["outputs"][0]["data"] == [r.json()["predictions"][0]]
+    meta = httpx.get(f"{svc.url}/v2/models/housing").json()
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]}["city"] == "BYTES"
+
+    # a number where the string belongs, and the wrong V2 datatype: 422s naming the column
+    bad = httpx.post(f"{svc.url}/predict", json={"instances": [{**row, "city": 3}]})
+    assert bad.status_code == 422
+    assert "city" in bad.json()["error"]
+    bad_v2 = httpx.post(
+        f"{svc.url}/v2/models/housing/infer",
+        json={
+            "inputs": [
+                {"name": "city", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "size", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "rooms", "shape": [1], "datatype": "INT64", "data": [1]},
+            ]
+        },
+    )
+    assert bad_v2.status_code == 422
+    assert "'city' is a string column" in bad_v2.json()["error"]
+    one_tensor = httpx.post(
+        f"{svc.url}/v2/models/housing/infer",
+        json={"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+    )
+    assert one_tensor.status_code == 422
+    assert "string column(s) ['city']" in one_tensor.json()["error"]
 
 
 def test_metrics_exposition_passes_promtool(

@@ -67,7 +67,9 @@ class MlflowServer:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     serve_artifacts: bool = True
-    """False: clients read and write the artifact directory themselves (no proxy)."""
+    """False: clients read and write the artifact store themselves (no proxy)."""
+    artifact_root: str | None = None
+    """With serve_artifacts False: where runs store artifacts (default: a local directory)."""
 
     @property
     def url(self) -> str:
@@ -98,7 +100,7 @@ class MlflowServer:
                     if self.serve_artifacts
                     else [
                         "--default-artifact-root",
-                        str(self.workdir / "artifacts"),
+                        self.artifact_root or str(self.workdir / "artifacts"),
                         "--no-serve-artifacts",
                     ]
                 ),
