@@ -18,6 +18,16 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install -q -r requirements/dev.in
   touch "$venv/.complete"
 fi
+# Mark this environment as used; environments of older pins unused for a week are removed
+# (each is about 2 GB).
+touch "$venv/.complete"
+for old in "$BEYONDFIT_CACHE"/venvs/*; do
+  [ "$old" = "$venv" ] || [ ! -f "$old/.complete" ] && continue
+  if [ -n "$(find "$old/.complete" -mtime +7 2>/dev/null)" ]; then
+    log "removing the unused Python environment $old"
+    rm -rf "$old"
+  fi
+done
 if [ "$(readlink .venv 2>/dev/null)" != "$venv" ]; then
   rm -rf .venv
   ln -s "$venv" .venv
