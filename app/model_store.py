@@ -89,7 +89,8 @@ class ModelStore:
         self.current: LoadedModel | None = None
         self._refused: set[str] = set()
         self._client: Any = None
-        self._rest_registry: RestRegistry | bool | None = None
+        self._registry = direct_registry(settings)
+        """The REST client of the direct loader; None when MLflow's own client must be used."""
         self.first_load = asyncio.Event()
 
     # -- readiness across the workers of one server ------------------------------------------
@@ -124,15 +125,6 @@ class ModelStore:
         )
 
     # -- registry -------------------------------------------------------------------------
-    def _rest(self) -> RestRegistry | None:
-        """The direct REST client, or None when MLflow's own client must be used."""
-        if self._rest_registry is None and self.settings.model_loader == "auto":
-            try:
-                self._rest_registry = RestRegistry(self.settings.mlflow_tracking_uri or "")
-            except NeedsMlflowError:
-                self._rest_registry = False
-        return self._rest_registry if isinstance(self._rest_registry, RestRegistry) else None
-
     def _mlflow_client(self) -> Any:
         if self._client is None:
             from mlflow.tracking import MlflowClient
@@ -142,7 +134,7 @@ class ModelStore:
 
     def resolve(self) -> ModelRef:
         """Asks the registry which version the URI names now."""
-        rest = self._rest()
+        rest = self._registry
         if rest is not None:
             v = rest.model_version(self.name, alias=self.alias, version=self.pinned_version)
             return ModelRef(self.name, v.version, self.alias, v.run_id)
@@ -192,7 +184,7 @@ class ModelStore:
 
     def _load_direct(self, ref: ModelRef) -> _Parts | None:
         """A scikit-learn model read without MLflow; None when MLflow's loader is needed."""
-        rest = self._rest()
+        rest = self._registry
         if rest is None:
             return None
         with tempfile.TemporaryDirectory(prefix="beyondfit-model-") as tmp:
@@ -359,6 +351,17 @@ def _check_prediction(
         raise ModelRefusedError("class probabilities on the input example are not finite")
 
 
+def direct_registry(settings: Settings) -> RestRegistry | None:
+    """The direct loader's REST client (model_loader auto and an http(s) tracking URI), else
+    None: models then load through MLflow."""
+    if settings.model_loader != "auto":
+        return None
+    try:
+        return RestRegistry(settings.mlflow_tracking_uri or "")
+    except NeedsMlflowError:
+        return None
+
+
 def warm_imports(settings: Settings) -> None:
     """Imports what loading a model needs (scikit-learn and skops; MLflow too when the model
     will load through it): seconds of CPU. Called when the app is built, so under gunicorn's
@@ -367,8 +370,7 @@ def warm_imports(settings: Settings) -> None:
     import sklearn.pipeline  # noqa: F401
     import skops.io  # noqa: F401
 
-    uri = settings.mlflow_tracking_uri or ""
-    if settings.model_loader == "mlflow" or not uri.startswith(("http://", "https://")):
+    if direct_registry(settings) is None:
         import mlflow.pyfunc
         import mlflow.sklearn  # noqa: F401
 
