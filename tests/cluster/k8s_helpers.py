@@ -54,21 +54,29 @@ def kubectl_binary() -> str:
 KUBECTL = kubectl_binary()
 
 
+def run_tool(
+    name: str,
+    argv: list[str],
+    *args: str,
+    input_: str | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Runs `argv + args`; with check, a failure is an AssertionError naming `name` + args."""
+    proc = subprocess.run(
+        [*argv, *args], input=input_, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def kubectl(
     *args: str, input_: str | None = None, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Runs kubectl against the local cluster and returns the finished process."""
-    proc = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(KUBECONFIG), *args],
-        input=input_,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    argv = [KUBECTL, "--kubeconfig", str(KUBECONFIG)]
+    return run_tool("kubectl", argv, *args, input_=input_, check=check, timeout=timeout)
 
 
 def kubectl_json(*args: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster.k8s_helpers import KUBECONFIG, kubectl, kubectl_json, wait_until
+from tests.cluster.k8s_helpers import KUBECONFIG, kubectl, kubectl_json, run_tool, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,8 @@ CACHE = Path(os.environ.get("BEYONDFIT_CACHE", "/var/cache/beyondfit"))
 
 
 def helm(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(CACHE / "bin" / "helm"), "--kubeconfig", str(KUBECONFIG), "-n", NS, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    argv = [str(CACHE / "bin" / "helm"), "--kubeconfig", str(KUBECONFIG), "-n", NS]
+    return run_tool("helm", argv, *args, check=check, timeout=timeout)
 
 
 def upgrade_service(setting: str) -> None:
@@ -100,7 +92,8 @@ def train(mlflow_url: str, *args: str) -> dict[str, Any]:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 class LoadLoop:
