@@ -6,8 +6,10 @@ first): prometheus_client picks its storage when it is imported.
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,32 +133,42 @@ class Metrics:
 
 class FeatureBinCounter:
     """Counts live rows into the reference bins of one model version, with the labelled
-    children looked up once per model instead of once per request."""
+    children looked up once per model instead of once per request.
+
+    A numeric feature's bins are quantile ``edges``; a string feature's are its training
+    ``categories`` plus a last "other" bin for every value outside them (see
+    ``training/reference.py``, which writes both).
+    """
 
     def __init__(
         self,
         metrics: Metrics,
-        bins: dict[str, dict[str, list[float]]],
+        bins: dict[str, dict[str, list[Any]]],
         feature_names: Sequence[str],
     ) -> None:
-        self._features: list[tuple[int, np.ndarray, list[Counter]]] = []
+        self._numeric: list[tuple[int, np.ndarray, list[Counter]]] = []
+        self._categorical: list[tuple[int, dict[str, int], list[Counter]]] = []
         for column, name in enumerate(feature_names):
             spec = bins.get(name)
             if spec is None:
                 continue
-            edges = np.asarray(spec["edges"], dtype=float)
             ratios = spec["ratios"]
             children = [metrics.feature_bin.labels(name, str(b)) for b in range(len(ratios))]
             for b, ratio in enumerate(ratios):
                 metrics.feature_reference_ratio.labels(name, str(b)).set(float(ratio))
-            self._features.append((column, edges, children))
+            if "categories" in spec:
+                position = {str(c): i for i, c in enumerate(spec["categories"])}
+                self._categorical.append((column, position, children))
+            else:
+                edges = np.asarray(spec["edges"], dtype=float)
+                self._numeric.append((column, edges, children))
 
     def count(self, rows: np.ndarray | pd.DataFrame) -> None:
         frame = rows if isinstance(rows, pd.DataFrame) else None
-        for column, edges, children in self._features:
+        for column, edges, children in self._numeric:
             values = rows[:, column] if frame is None else frame.iloc[:, column].to_numpy()
             if values.dtype.kind not in "biuf":
-                continue  # reference bins are numeric; a string column is not binned
+                continue  # numeric bins, but the model takes this column as strings
             idx = np.searchsorted(edges, values, side="right")
             if len(idx) == 1:
                 children[int(idx[0])].inc()
@@ -164,6 +176,14 @@ class FeatureBinCounter:
             for b, n in enumerate(np.bincount(idx, minlength=len(children))):
                 if n:
                     children[b].inc(int(n))
+        for column, position, children in self._categorical:
+            values = rows[:, column] if frame is None else frame.iloc[:, column].to_numpy()
+            other = len(children) - 1
+            if len(values) == 1:
+                children[position.get(str(values[0]), other)].inc()
+                continue
+            for value, n in collections.Counter(str(v) for v in values).items():
+                children[position.get(value, other)].inc(n)
 
 
 class _ProcessCollector(Collector):

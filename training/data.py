@@ -31,7 +31,7 @@ FINGERPRINT_VERSION = "beyondfit-data-fingerprint-v1"
 
 
 class DataError(ValueError):
-    """The data cannot be used for training (missing target, non-numeric feature, NaN...)."""
+    """The data cannot be used for training (missing target, boolean feature, NaN...)."""
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -63,11 +63,27 @@ def bundled_frame(dataset: str) -> pd.DataFrame:
     return frame
 
 
-def features_and_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
-    """Split a table into float64 features (every column but ``target``) and the target.
+def is_categorical(column: pd.Series) -> bool:
+    """Whether a feature column is categorical: strings (object, string or category dtype)."""
+    return bool(
+        pd.api.types.is_object_dtype(column)
+        or pd.api.types.is_string_dtype(column)
+        or isinstance(column.dtype, pd.CategoricalDtype)
+    )
 
-    Refuses, rather than silently dropping or coercing, non-numeric feature columns and
-    missing values: either would change what the model means.
+
+def categorical_columns(X: pd.DataFrame) -> list[str]:
+    """The names of the categorical (string) columns of a feature frame, in column order."""
+    return [str(c) for c in X.columns if is_categorical(X[c])]
+
+
+def features_and_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Split a table into features (every column but ``target``) and the target.
+
+    Numeric columns become float64; string columns (object, string or category dtype) stay
+    categorical, as Python ``str`` values in an object column. Refuses, rather than silently
+    dropping or coercing, other kinds (booleans, dates) and missing values: either would
+    change what the model means.
     """
     if target not in frame.columns:
         raise DataError(f"target column {target!r} not in the data; columns: {list(frame)}")
@@ -75,20 +91,31 @@ def features_and_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame,
     X = frame.drop(columns=[target])
     if X.shape[1] == 0:
         raise DataError("the data has no feature columns besides the target")
-    non_numeric = [
-        str(c)
-        for c in X.columns
-        if not (pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]))
-    ]
-    if non_numeric:
-        raise DataError(f"non-numeric feature columns (numeric features only): {non_numeric}")
     if len({str(c) for c in X.columns}) != X.shape[1]:
         raise DataError("feature column names are not unique")
-    X = X.astype("float64")
-    X.columns = [str(c) for c in X.columns]
+    unsupported = {
+        str(c): str(X[c].dtype)
+        for c in X.columns
+        if not is_categorical(X[c])
+        and not (pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]))
+    }
+    if unsupported:
+        raise DataError(
+            "feature columns of unsupported kind (numbers and strings only; encode booleans "
+            f"and dates as one of those first), column: dtype: {unsupported}"
+        )
     with_nan = {str(c): int(n) for c, n in X.isna().sum().items() if n}
     if with_nan:
         raise DataError(f"missing values in feature columns (column: count): {with_nan}")
+    columns = {}
+    for c in X.columns:
+        if is_categorical(X[c]):
+            columns[str(c)] = pd.Series(
+                [str(v) for v in X[c].tolist()], index=X.index, dtype=object
+            )
+        else:
+            columns[str(c)] = X[c].astype("float64")
+    X = pd.DataFrame(columns, index=X.index)
     if y.isna().any():
         raise DataError(f"missing values in target column {target!r}: {int(y.isna().sum())}")
     if y.nunique() < 2:
@@ -101,7 +128,9 @@ def load_dataset(
     data: str | Path | None = None,
     target: str | None = None,
 ) -> tuple[pd.DataFrame, pd.Series, str]:
-    """Load the training table: (X float64 features, y target, source description).
+    """Load the training table: (X features, y target, source description).
+
+    Numeric features are float64, string features ``str`` in object columns.
 
     ``data`` (a CSV or Parquet path, with ``target``) wins over ``dataset`` (a bundled table,
     target ``target``). The source description is ``sklearn:<name>`` or ``file:<abs path>``;

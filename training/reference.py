@@ -17,6 +17,16 @@ feature gets fewer bins. A value ``x`` falls in bin
 the training range land in bin 0, values above it in bin k. ``ratios`` are the share of
 training rows in each bin (k + 1 entries that sum to 1).
 
+A categorical (string) feature has ``categories`` instead of ``edges``::
+
+    {name: {"categories": [c0, ..., c(k-1)], "ratios": [r0, ..., rk]}}
+
+``categories`` are the (at most ``MAX_CATEGORIES``) most frequent training values, most
+frequent first (ties by value). Value ``c_i`` falls in bin ``i``; every other value, rare in
+training or never seen there, falls in the last bin ``k`` ("other"), whose ratio is the share
+of training rows outside the listed categories (0 when there are none). The labels stay
+``"0" .. str(k)``, so one PSI rule serves both kinds.
+
 This module imports only numpy and pandas, so the service can import it cheaply.
 """
 
@@ -40,6 +50,9 @@ QUANTILES: tuple[float, ...] = tuple(i / N_BINS for i in range(1, N_BINS))
 #: feature gets no edges between its values (no empty bins inside its range), and with
 #: ``side="right"`` about q of the rows fall below the q-quantile edge.
 QUANTILE_METHOD: Final = "higher"
+#: The most categories of a string feature that get a bin of their own; the rest share the
+#: "other" bin. Bounds the label cardinality of the bin counters.
+MAX_CATEGORIES = 20
 #: Key of the bins in the MLflow model metadata (MLmodel ``metadata``).
 METADATA_KEY = "beyondfit_reference_bins"
 #: Path of the bins as a run artifact.
@@ -84,13 +97,54 @@ def feature_ratios(edges: Sequence[float], values: npt.ArrayLike) -> list[float]
     return [float(c) for c in counts / column.size]
 
 
+def feature_categories(values: Sequence[str] | npt.ArrayLike) -> list[str]:
+    """The ``MAX_CATEGORIES`` most frequent values, most frequent first, ties by value."""
+    counts = pd.Series(np.asarray(values, dtype=object)).dropna().astype(str).value_counts()
+    ranked = sorted(counts.items(), key=lambda item: (-int(item[1]), str(item[0])))
+    return [str(value) for value, _ in ranked[:MAX_CATEGORIES]]
+
+
+def category_index(categories: Sequence[str], values: Sequence[object]) -> npt.NDArray[np.intp]:
+    """Bin index of each value: its position in ``categories``, or len(categories) (other)."""
+    position = {c: i for i, c in enumerate(categories)}
+    other = len(categories)
+    return np.fromiter((position.get(str(v), other) for v in values), dtype=np.intp)
+
+
+def category_ratios(categories: Sequence[str], values: Sequence[object]) -> list[float]:
+    """Share of ``values`` in each category and in "other"; len(categories) + 1 entries."""
+    n_bins = len(categories) + 1
+    if len(values) == 0:
+        return [1.0 / n_bins] * n_bins
+    counts = np.bincount(category_index(categories, values), minlength=n_bins)
+    return [float(c) for c in counts / len(values)]
+
+
+def is_categorical_spec(spec: Mapping[str, Any]) -> bool:
+    """Whether the bins of one feature are categorical (``categories``) or numeric."""
+    return "categories" in spec
+
+
 def compute_bins(X: pd.DataFrame) -> dict[str, Any]:
-    """The reference bins (``BINS``) of every column of the training frame ``X``."""
-    features: dict[str, dict[str, list[float]]] = {}
+    """The reference bins (``BINS``) of every column of the training frame ``X``.
+
+    Numeric columns get quantile edges, string (object, string or category dtype) columns
+    their most frequent categories.
+    """
+    features: dict[str, dict[str, list[Any]]] = {}
     for name in X.columns:
-        column = X[name].to_numpy(dtype=np.float64, na_value=np.nan)
-        edges = feature_edges(column)
-        features[str(name)] = {"edges": edges, "ratios": feature_ratios(edges, column)}
+        series = X[name]
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            column = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            edges = feature_edges(column)
+            features[str(name)] = {"edges": edges, "ratios": feature_ratios(edges, column)}
+        else:
+            values = [str(v) for v in series.dropna().tolist()]
+            categories = feature_categories(values)
+            features[str(name)] = {
+                "categories": categories,
+                "ratios": category_ratios(categories, values),
+            }
     return {"version": BINS_VERSION, "features": features}
 
 
@@ -102,12 +156,26 @@ def validate_bins(bins: Mapping[str, Any]) -> None:
     if not isinstance(features, Mapping) or not features:
         raise ValueError("reference bins have no features")
     for name, spec in features.items():
-        edges, ratios = spec.get("edges"), spec.get("ratios")
-        if not isinstance(edges, list) or not isinstance(ratios, list):
-            raise ValueError(f"feature {name!r}: edges and ratios must be lists")
-        if len(ratios) != len(edges) + 1:
-            raise ValueError(f"feature {name!r}: {len(ratios)} ratios for {len(edges)} edges")
-        if any(b <= a for a, b in itertools.pairwise(edges)):
-            raise ValueError(f"feature {name!r}: edges are not strictly increasing")
+        ratios = spec.get("ratios")
+        if not isinstance(ratios, list):
+            raise ValueError(f"feature {name!r}: ratios must be a list")
+        if is_categorical_spec(spec):
+            categories = spec.get("categories")
+            if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+                raise ValueError(f"feature {name!r}: categories must be a list of strings")
+            if len(set(categories)) != len(categories):
+                raise ValueError(f"feature {name!r}: categories are not unique")
+            if len(ratios) != len(categories) + 1:
+                raise ValueError(
+                    f"feature {name!r}: {len(ratios)} ratios for {len(categories)} categories"
+                )
+        else:
+            edges = spec.get("edges")
+            if not isinstance(edges, list):
+                raise ValueError(f"feature {name!r}: edges and ratios must be lists")
+            if len(ratios) != len(edges) + 1:
+                raise ValueError(f"feature {name!r}: {len(ratios)} ratios for {len(edges)} edges")
+            if any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"feature {name!r}: edges are not strictly increasing")
         if not np.isclose(sum(ratios), 1.0):
             raise ValueError(f"feature {name!r}: ratios sum to {sum(ratios)}, not 1")

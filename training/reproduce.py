@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import DataError, fingerprint, load_dataset, split
+from training.data import DataError, categorical_columns, fingerprint, load_dataset, split
 from training.metrics import classification_metrics
 from training.train import build_pipeline, config_from_params, package_tags
 
@@ -114,7 +114,7 @@ def reproduce(
         raise FingerprintMismatchError(run_id, source, tags["data_fingerprint"], current)
 
     X_train, X_test, y_train, _ = split(X, y, config.test_size, config.seed)
-    rebuilt = build_pipeline(config).fit(X_train, y_train)
+    rebuilt = build_pipeline(config, categorical_columns(X)).fit(X_train, y_train)
     model_uri = tags.get("model_uri") or f"runs:/{run_id}/model"
     logged = mlflow.sklearn.load_model(model_uri)
 

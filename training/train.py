@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from training import reference
 from training.data import (
@@ -39,6 +40,7 @@ from training.data import (
     BUNDLED_PREFIX,
     DEFAULT_DATASET,
     DataError,
+    categorical_columns,
     fingerprint,
     load_dataset,
     split,
@@ -135,17 +137,33 @@ def estimator_params(config: TrainConfig) -> dict[str, Any]:
     raise ValueError(f"unknown estimator {config.estimator!r}: choose one of {ESTIMATORS}")
 
 
-def build_pipeline(config: TrainConfig) -> Pipeline:
-    """An unfitted Pipeline: StandardScaler + LogisticRegression, or a RandomForest."""
+def build_pipeline(config: TrainConfig, categorical: Sequence[str] = ()) -> Pipeline:
+    """An unfitted Pipeline: StandardScaler + LogisticRegression, or a RandomForest.
+
+    With ``categorical`` (string) columns a ColumnTransformer comes first: it one-hot encodes
+    those columns (a category not seen in training encodes as all zeros) and passes the
+    numeric ones on, scaled for the logistic regression.
+    """
     params = estimator_params(config)
-    if config.estimator == "logreg":
-        return Pipeline(
-            [
-                ("scaler", StandardScaler()),
-                ("clf", LogisticRegression(random_state=config.seed, **params)),
-            ]
+    steps: list[tuple[str, Any]] = []
+    if categorical:
+        numeric_step: Any = StandardScaler() if config.estimator == "logreg" else "passthrough"
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        steps.append(
+            (
+                "encode",
+                ColumnTransformer(
+                    [("categorical", encoder, list(categorical))], remainder=numeric_step
+                ),
+            )
         )
-    return Pipeline([("clf", RandomForestClassifier(random_state=config.seed, n_jobs=1, **params))])
+    elif config.estimator == "logreg":
+        steps.append(("scaler", StandardScaler()))
+    if config.estimator == "logreg":
+        steps.append(("clf", LogisticRegression(random_state=config.seed, **params)))
+    else:
+        steps.append(("clf", RandomForestClassifier(random_state=config.seed, n_jobs=1, **params)))
+    return Pipeline(steps)
 
 
 def run_params(config: TrainConfig, data_source: str) -> dict[str, Any]:
@@ -279,7 +297,7 @@ def train(config: TrainConfig) -> TrainResult:
     timings["load_data_seconds"] = time.perf_counter() - started
 
     t = time.perf_counter()
-    pipeline = build_pipeline(config).fit(X_train, y_train)
+    pipeline = build_pipeline(config, categorical_columns(X)).fit(X_train, y_train)
     timings["fit_seconds"] = time.perf_counter() - t
     metrics = classification_metrics(pipeline, X_test, y_test)
     classes = [str(c) for c in pipeline.classes_]

@@ -15,12 +15,14 @@ import httpx
 import mlflow.pyfunc
 import mlflow.sklearn
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import RegisteredModel
 from tests.support.metrics import sample_value, scrape
 from tests.support.procs import MlflowServer, Service
 from tests.support.s3 import S3Server
+from tests.support.tables import shop_table
 
 pytestmark = pytest.mark.slow
 
@@ -721,7 +723,6 @@ def test_a_model_with_string_columns_is_served_through_the_registry(
 ) -> None:
     """Any scikit-learn model with a column signature, here a Pipeline that one-hot encodes a
     categorical column: validated from the signature, answered like in-process MLflow."""
-    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -808,6 +809,51 @@ def test_a_model_with_string_columns_is_served_through_the_registry(
     )
     assert one_tensor.status_code == 422
     assert "string column(s) ['city']" in one_tensor.json()["error"]
+
+
+def test_a_model_trained_on_a_string_column_counts_its_categories_for_drift(
+    start_service: Callable[..., Service], mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """The trainer's one-hot pipeline, served: the category column is counted in its
+    reference bins, a value never seen in training in the "other" bin."""
+    from training import reference
+    from training.train import TrainConfig, train
+
+    path = tmp_path / "shop.csv"
+    shop_table().to_csv(path, index=False)
+    trained = train(
+        TrainConfig(tracking_uri=mlflow_server.url, model_name="shop", data=path, target="returned")
+    )
+    bins = mlflow.artifacts.load_dict(f"runs:/{trained.run_id}/{reference.ARTIFACT_PATH}")
+    categories = bins["features"]["channel"]["categories"]
+    svc = start_service(BEYONDFIT_MODEL_URI="models:/shop@champion")
+    svc.wait_ready(180)
+
+    sent = ["web", "web", "phone", "kiosk", "kiosk", "kiosk"]  # kiosk: not in training
+    instances = [{"channel": c, "basket": 50.0, "visits": 3} for c in sent]
+    r = httpx.post(f"{svc.url}/predict", json={"instances": instances}, timeout=30)
+    assert r.status_code == 200, r.text
+    expected = mlflow.pyfunc.load_model("models:/shop@champion").predict(
+        pd.DataFrame(instances).astype({"basket": float, "visits": float})
+    )
+    assert r.json()["predictions"] == list(expected)
+    single = httpx.post(f"{svc.url}/predict", json={"instances": [instances[2]]})
+    assert single.status_code == 200, single.text
+
+    samples = scrape(svc.url)
+    counted = {
+        b: sample_value(samples, "model_feature_bin_total", feature="channel", bin=b)
+        for b in map(str, range(len(categories) + 1))
+    }
+    assert counted == {
+        str(categories.index("web")): 2,
+        str(categories.index("phone")): 2,
+        str(categories.index("store")): 0,
+        str(len(categories)): 3,  # "other"
+    }
+    for b, ratio in enumerate(bins["features"]["channel"]["ratios"]):
+        labels = {"feature": "channel", "bin": str(b)}
+        assert sample_value(samples, "model_feature_reference_ratio", **labels) == ratio
 
 
 def test_metrics_exposition_passes_promtool(

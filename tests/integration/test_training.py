@@ -22,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support.procs import MlflowServer
+from tests.support.tables import CHANNELS, shop_table
 from training import reference
 from training.data import fingerprint, load_dataset, split
 from training.reproduce import FingerprintMismatchError, reproduce
@@ -248,3 +249,29 @@ def test_wine_trains_registers_gets_its_own_bins_and_blocks_other_columns(
     assert other.gate_decision == "refused"
     assert "other input columns" in other.gate_reason
     assert champion_version(client, name) == wine.version
+
+
+def test_a_table_with_a_string_column_trains_gets_category_bins_and_reproduces(
+    tracking_uri: str, client: MlflowClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "shop.csv"
+    shop_table().to_csv(path, index=False)
+
+    trained = run_training(tracking_uri, "it-shop", data=path, target="returned")
+
+    assert trained.gate_decision == "first_champion"
+    assert trained.metrics["roc_auc"] > 0.8
+    bins = mlflow.artifacts.load_dict(f"runs:/{trained.run_id}/{reference.ARTIFACT_PATH}")
+    reference.validate_bins(bins)
+    assert bins["features"]["channel"]["categories"] == list(CHANNELS)
+    assert bins["features"]["channel"]["ratios"][-1] == 0.0  # no "other" rows in training
+    assert "edges" in bins["features"]["basket"]
+    model = mlflow.pyfunc.load_model("models:/it-shop@champion", suppress_warnings=True)
+    inputs = {c.name: str(c.type) for c in model.metadata.get_input_schema().inputs}
+    assert inputs == {"channel": "DataType.string", "basket": "DataType.double",
+                      "visits": "DataType.double"}  # fmt: skip
+
+    again = reproduce(trained.run_id)
+
+    assert again.identical_predictions
+    assert again.max_abs_proba_diff == 0.0

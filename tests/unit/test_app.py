@@ -203,6 +203,29 @@ def test_feature_bins_count_live_rows() -> None:
     )
 
 
+def test_feature_bins_count_categories_and_put_unseen_values_in_other() -> None:
+    metrics = Metrics()
+    bins = {
+        "city": {"categories": ["oslo", "rome"], "ratios": [0.5, 0.4, 0.1]},
+        "x": {"edges": [1.0], "ratios": [0.5, 0.5]},
+    }
+    counter = FeatureBinCounter(metrics, bins, ["city", "x"])
+    frame = pd.DataFrame({"city": ["rome", "lima", "rome", "paris"], "x": [0.0, 2.0, 2.0, 2.0]})
+    counter.count(frame)
+    counter.count(pd.DataFrame({"city": ["oslo"], "x": [0.0]}))
+
+    def count(feature: str, b: str) -> float | None:
+        labels = {"feature": feature, "bin": b}
+        return metrics.registry.get_sample_value("model_feature_bin_total", labels)
+
+    assert [count("city", b) for b in "012"] == [1, 2, 2]  # oslo, rome, other
+    assert [count("x", b) for b in "01"] == [2, 3]
+    ratio = metrics.registry.get_sample_value(
+        "model_feature_reference_ratio", {"feature": "city", "bin": "2"}
+    )
+    assert ratio == 0.1
+
+
 def test_predict_matches_the_estimator(
     client: TestClient, cancer: tuple[Any, pd.DataFrame]
 ) -> None:

@@ -110,11 +110,45 @@ def test_bins_survive_json_exactly() -> None:
         ({"version": 1, "features": {"x": {"edges": [1.0], "ratios": [1.0]}}}, "ratios"),
         ({"version": 1, "features": {"x": {"edges": [2.0, 1.0], "ratios": [0.2] * 3}}}, "edges"),
         ({"version": 1, "features": {"x": {"edges": [1.0], "ratios": [0.2, 0.2]}}}, "sum"),
+        ({"version": 1, "features": {"c": {"categories": ["a"], "ratios": [1.0]}}}, "ratios"),
+        ({"version": 1, "features": {"c": {"categories": [1], "ratios": [1.0, 0]}}}, "strings"),
+        (
+            {"version": 1, "features": {"c": {"categories": ["a", "a"], "ratios": [1, 0, 0]}}},
+            "not unique",
+        ),
     ],
 )
 def test_validate_bins_rejects_malformed_documents(bins: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         reference.validate_bins(bins)
+
+
+def test_a_string_column_gets_its_categories_most_frequent_first_and_an_other_bin() -> None:
+    values = ["b"] * 5 + ["a"] * 3 + ["c"] * 3 + ["d"]
+
+    frame = pd.DataFrame({"c": pd.Series(values, dtype=object), "x": np.arange(12.0)})
+    bins = reference.compute_bins(frame)
+
+    spec = bins["features"]["c"]
+    assert spec["categories"] == ["b", "a", "c", "d"]  # by count, ties by value
+    assert spec["ratios"] == pytest.approx([5 / 12, 3 / 12, 3 / 12, 1 / 12, 0.0])
+    assert "edges" in bins["features"]["x"]
+    reference.validate_bins(bins)
+    assert list(reference.category_index(spec["categories"], ["d", "zzz", "b"])) == [3, 4, 0]
+
+
+def test_categories_beyond_the_limit_share_the_other_bin() -> None:
+    n = reference.MAX_CATEGORIES + 5
+    # category i occurs n - i times, so the first MAX_CATEGORIES are the most frequent
+    values = [f"k{i:02d}" for i in range(n) for _ in range(n - i)]
+
+    categories = reference.feature_categories(values)
+    ratios = reference.category_ratios(categories, values)
+
+    assert categories == [f"k{i:02d}" for i in range(reference.MAX_CATEGORIES)]
+    rare = sum(n - i for i in range(reference.MAX_CATEGORIES, n))
+    assert ratios[-1] == pytest.approx(rare / len(values))
+    assert sum(ratios) == pytest.approx(1.0)
 
 
 def test_reference_module_does_not_import_mlflow() -> None:

@@ -10,9 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support.tables import CHANNELS, shop_table
 from training import reproduce as reproduce_cli
 from training import train as train_cli
-from training.data import DataError, fingerprint, load_dataset, read_table, split
+from training.data import (
+    DataError,
+    categorical_columns,
+    fingerprint,
+    load_dataset,
+    read_table,
+    split,
+)
 from training.metrics import classification_metrics, is_not_worse
 from training.train import TrainConfig, build_pipeline, config_from_params, run_params
 
@@ -172,7 +180,8 @@ def test_integer_features_become_float64_and_string_targets_stay(tmp_path: Path)
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("a,b,y\nx,1,0\nz,2,1\n", "non-numeric feature columns"),
+        ("a,b,y\nTrue,1,0\nFalse,2,1\n", "unsupported kind.*'a': 'bool'"),
+        ("a,b,y\nx,1,0\n,2,1\n", "missing values in feature columns.*'a': 1"),
         ("a,y\n1,0\n,1\n", "missing values in feature columns"),
         ("a,y\n1,0\n2,\n", "missing values in target"),
         ("a,y\n1,0\n2,0\n", "fewer than 2 classes"),
@@ -290,6 +299,30 @@ def test_logreg_is_scaler_plus_logistic_regression_and_deterministic() -> None:
 
     assert [name for name, _ in first.steps] == ["scaler", "clf"]
     assert np.array_equal(first.predict_proba(X_test), second.predict_proba(X_test))
+
+
+@pytest.mark.parametrize("estimator", ["logreg", "random_forest"])
+def test_string_columns_are_one_hot_encoded_and_unseen_categories_still_predict(
+    tmp_path: Path, estimator: str
+) -> None:
+    path = tmp_path / "shop.csv"
+    shop_table().to_csv(path, index=False)
+    X, y, _ = load_dataset(data=path, target="returned")
+    X_train, X_test, y_train, y_test = split(X, y)
+    config = TrainConfig(estimator=estimator, n_estimators=20)
+
+    model = build_pipeline(config, categorical_columns(X)).fit(X_train, y_train)
+
+    assert categorical_columns(X) == ["channel"]
+    assert X["channel"].map(type).eq(str).all()
+    assert X[["basket", "visits"]].dtypes.eq(np.float64).all()
+    assert [name for name, _ in model.steps] == ["encode", "clf"]
+    assert set(model.named_steps["encode"].named_transformers_["categorical"].categories_[0]) == (
+        set(CHANNELS)
+    )
+    assert classification_metrics(model, X_test, y_test)["roc_auc"] > 0.8
+    unseen = X_test.head(2).assign(channel="kiosk")  # all-zero one-hot, not an error
+    assert model.predict_proba(unseen).shape == (2, 2)
 
 
 def test_random_forest_is_deterministic_for_a_seed() -> None:
