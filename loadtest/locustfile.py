@@ -8,23 +8,30 @@ Run through loadtest/run.py (it samples the workers' memory and writes the repor
 Environment:
   BEYONDFIT_LOAD_PROFILE  steady (default): constant users, each at a constant request rate;
                           spike: the users' rate x4 in the middle third of the run;
-                          drift: like steady, with every feature shifted by +2 standard
-                          deviations, so the PSI of every feature is large and
+                          drift: like steady, with every numeric feature shifted by +2
+                          standard deviations and every string feature replaced by a value
+                          never seen in training, so the PSI of every feature is large and
                           BeyondfitFeatureDrift goes pending then firing.
   BEYONDFIT_LOAD_ROWS     CSV with a header of feature names: the rows to send (e.g. the
                           held-out split). Without it, the rows of the service's input
                           example (GET /model) are used.
   BEYONDFIT_LOAD_RATE     requests per second per user (default 10).
-  BEYONDFIT_LOAD_SEED     random seed (default 0).
+  BEYONDFIT_LOAD_SEED     random seed (default 0); user i draws rows with seed + i.
+
+The column types come from the model's signature (GET /model): string columns are sent as
+strings, every other column as a number.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
+import json
 import os
 import random
 import statistics
 import time
+import urllib.request
 from typing import Any
 
 from locust import HttpUser, constant_throughput, events, task
@@ -39,35 +46,51 @@ DRIFT_SIGMAS = 2.0
 if PROFILE not in {"steady", "spike", "drift"}:
     raise SystemExit(f"unknown BEYONDFIT_LOAD_PROFILE {PROFILE!r}: steady, spike or drift")
 
-ROWS: list[dict[str, float]] = []
+Row = dict[str, float | str]
+ROWS: list[Row] = []
 _START = time.monotonic()
+_USERS = itertools.count()
+#: Prefix of the unseen category the drift profile puts in every string column.
+DRIFT_CATEGORY = "drift:"
 
 
-def read_rows(path: str) -> list[dict[str, float]]:
+def string_columns(signature: dict[str, Any] | None) -> set[str]:
+    """Names of the string columns of an MLflow signature as GET /model returns it."""
+    inputs = (signature or {}).get("inputs") or "[]"
+    columns = json.loads(inputs) if isinstance(inputs, str) else inputs
+    return {c["name"] for c in columns if c.get("type") == "string" and "name" in c}
+
+
+def typed(row: dict[str, Any], strings: set[str]) -> Row:
+    return {k: str(v) if k in strings else float(v) for k, v in row.items()}
+
+
+def read_rows(path: str, strings: set[str]) -> list[Row]:
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [typed(row, strings) for row in csv.DictReader(f)]
 
 
-def shift(rows: list[dict[str, float]], sigmas: float) -> list[dict[str, float]]:
-    """Every feature moved by `sigmas` of its standard deviation over `rows`."""
+def shift(rows: list[Row], sigmas: float) -> list[Row]:
+    """Numeric features moved by ``sigmas`` of their standard deviation over ``rows``; string
+    features replaced by a category the model never saw (its "other" reference bin)."""
     names = list(rows[0])
-    std = {n: statistics.pstdev(r[n] for r in rows) or 1.0 for n in names}
-    return [{n: r[n] + sigmas * std[n] for n in names} for r in rows]
+    numeric = [n for n in names if not isinstance(rows[0][n], str)]
+    std = {n: statistics.pstdev(float(r[n]) for r in rows) or 1.0 for n in numeric}
+    return [
+        {n: float(r[n]) + sigmas * std[n] if n in std else f"{DRIFT_CATEGORY}{r[n]}" for n in names}
+        for r in rows
+    ]
 
 
 @events.test_start.add_listener
 def load_rows(environment: Any, **_: Any) -> None:
     global _START
-    rows = read_rows(ROWS_CSV) if ROWS_CSV else []
+    with urllib.request.urlopen(f"{environment.host}/model", timeout=30) as r:  # noqa: S310
+        model = json.loads(r.read())
+    strings = string_columns(model.get("signature"))
+    rows = read_rows(ROWS_CSV, strings) if ROWS_CSV else []
     if not rows:
-        import json
-        import urllib.request
-
-        with urllib.request.urlopen(f"{environment.host}/model", timeout=30) as r:  # noqa: S310
-            rows = [
-                {k: float(v) for k, v in row.items()}
-                for row in json.loads(r.read())["input_example"]
-            ]
+        rows = [typed(row, strings) for row in model["input_example"]]
     if PROFILE == "drift":
         rows = shift(rows, DRIFT_SIGMAS)
     ROWS[:] = rows
@@ -90,7 +113,7 @@ class ModelUser(HttpUser):
         return constant_throughput(_rate())(self)  # type: ignore[no-any-return]
 
     def on_start(self) -> None:
-        self.random = random.Random(SEED + id(self))
+        self.random = random.Random(SEED + next(_USERS))
 
     @task
     def predict(self) -> None:
