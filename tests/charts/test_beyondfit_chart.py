@@ -254,6 +254,40 @@ def test_networkpolicy_admits_only_listed_clients_and_prometheus() -> None:
     assert test_pod["metadata"]["labels"]["beyondfit.io/client"] == "true"
 
 
+def test_networkpolicy_empty_selector_means_any() -> None:
+    """values.yaml: an empty selector map means "any". It must render as {} (a `with` would
+    drop it and leave a null peer, which Kubernetes rejects)."""
+    np = one(render("beyondfit", CI / "networkpolicy-any-values.yaml"), "NetworkPolicy")
+    peers = [rule["from"] for rule in np["spec"]["ingress"]]
+    assert None not in [p for rule in peers for p in rule]
+    assert [{"namespaceSelector": {}}] in peers
+    assert [
+        {"namespaceSelector": {"matchLabels": {"team": "analytics"}}, "podSelector": {}}
+    ] in peers
+    assert [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "batch-scorer"}},
+        }
+    ] in peers
+
+
+def test_networkpolicy_peer_without_selectors_fails(tmp_path: Path) -> None:
+    """A client with neither selector is refused by the schema, and by the template when the
+    schema is skipped, instead of rendering an empty peer."""
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text("networkPolicy:\n  enabled: true\n  allowedClients:\n    x: {}\n")
+    base = ["template", RELEASE, str(CHART), "-f", str(bad), "--kube-version", K8S_VERSION]
+    proc = helm(*base, check=False)
+    assert proc.returncode != 0
+    assert "allowedClients/x" in proc.stderr, proc.stderr
+    proc = helm(*base, "--skip-schema-validation", check=False)
+    assert proc.returncode != 0
+    assert "networkPolicy.allowedClients.x needs a namespaceSelector or a podSelector" in (
+        proc.stderr
+    )
+
+
 def test_ingress() -> None:
     assert not find(render("beyondfit"), "Ingress")
     ing = one(render("beyondfit", CI / "ingress-values.yaml"), "Ingress")
