@@ -163,8 +163,40 @@ def test_credentials_only_from_existing_secrets() -> None:
 def test_image_tag_defaults_to_app_version_and_digest_pins() -> None:
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert container(deployment())["image"] == f"localhost/beyondfit:{app_version}"
-    pinned = container(deployment(CI / "hardened-values.yaml"))["image"]
-    assert pinned.startswith("registry.example.test/beyondfit@sha256:")
+    pinned = container(deployment(CI / "image-digest-values.yaml"))
+    assert pinned["image"] == "registry.example.test/beyondfit@sha256:" + "0" * 64
+    assert pinned["imagePullPolicy"] == "Always"
+
+
+def test_pod_anti_affinity_soft_by_default_and_hard_on_request() -> None:
+    selector = deployment()["spec"]["selector"]["matchLabels"]
+    soft = deployment()["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = soft["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["labelSelector"]["matchLabels"] == selector
+    hard = deployment(CI / "antiaffinity-hard-values.yaml")["spec"]["template"]["spec"]
+    assert hard["affinity"]["podAntiAffinity"] == {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+        ]
+    }
+
+
+def test_topology_spread_gets_the_pod_selector() -> None:
+    d = deployment(CI / "topologyspread-values.yaml")
+    assert d["spec"]["template"]["spec"]["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": d["spec"]["selector"]["matchLabels"]},
+        }
+    ]
+    assert "topologySpreadConstraints" not in deployment()["spec"]["template"]["spec"]
+
+
+def test_extra_env_lands_in_the_configmap() -> None:
+    config = one(render("beyondfit", CI / "extraenv-values.yaml"), "ConfigMap")["data"]
+    assert config["BEYONDFIT_ACCESS_LOG"] == "false"
 
 
 def test_service_account_has_no_token() -> None:

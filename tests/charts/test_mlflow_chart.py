@@ -71,24 +71,66 @@ def test_allowed_hosts_cover_the_service_names() -> None:
     assert "*" not in hosts
 
 
-def test_postgresql_and_s3_from_existing_secrets() -> None:
-    docs = render("mlflow", CI / "postgresql-s3-values.yaml")
+def test_postgresql_uri_from_an_existing_secret() -> None:
+    docs = render("mlflow", CI / "postgresql-values.yaml")
     args, env = args_of(docs), env_of(docs)
     assert not any(a.startswith("--backend-store-uri") for a in args)  # the URI never sits in args
     assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
         "name": "mlflow-db",
         "key": "uri",
     }
+    assert not find(docs, "Secret")
+    # Artifacts still on the data volume: the PVC stays, and so does the single writer.
+    assert "--artifacts-destination=/var/lib/mlflow/artifacts" in args
+    assert one(docs, "PersistentVolumeClaim")
+    assert one(docs, "Deployment")["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_s3_artifacts_with_keys_from_an_existing_secret() -> None:
+    docs = render("mlflow", CI / "s3-values.yaml")
+    args, env = args_of(docs), env_of(docs)
     assert "--artifacts-destination=s3://beyondfit-mlflow/artifacts" in args
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio.storage.svc:9000"
+    assert env["AWS_DEFAULT_REGION"]["value"] == "us-east-1"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-s3"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-s3"
-    assert not find(docs, "PersistentVolumeClaim")
     assert not find(docs, "Secret")
-    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert "--backend-store-uri=sqlite:////var/lib/mlflow/mlflow.db" in args
+
+
+def test_replicas_when_stateless_roll_without_dropping_capacity() -> None:
+    docs = render("mlflow", CI / "replicas-values.yaml")
     d = one(docs, "Deployment")
     assert d["spec"]["replicas"] == 2
-    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert d["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert not find(docs, "PersistentVolumeClaim")
+    mounts = {m["mountPath"] for m in container(d)["volumeMounts"]}
+    assert "/var/lib/mlflow" not in mounts
+
+
+def test_pdb() -> None:
+    assert not find(render("mlflow"), "PodDisruptionBudget")
+    docs = render("mlflow", CI / "pdb-values.yaml")
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_extra_allowed_hosts_are_appended() -> None:
+    arg = next(
+        a
+        for a in args_of(render("mlflow", CI / "allowedhosts-values.yaml"))
+        if a.startswith("--allowed-hosts=")
+    )
+    hosts = arg.split("=", 1)[1].split(",")
+    assert hosts[-2:] == ["mlflow.example.test", "*.mlflow.example.test"]
+    assert "localhost" in hosts
 
 
 @pytest.mark.parametrize(
