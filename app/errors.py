@@ -16,6 +16,8 @@ from app.logs import request_id_var
 from app.schema import describe_errors
 
 log = logging.getLogger("beyondfit.errors")
+#: What a 500 says: the details are in the log line with the same request id.
+INTERNAL_ERROR = "internal error; the request id identifies it in the logs"
 
 
 class ApiError(Exception):
@@ -82,4 +84,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(500, "internal error; the request id identifies it in the logs")
+        return error_response(500, INTERNAL_ERROR)

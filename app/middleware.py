@@ -10,10 +10,12 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import error_response
 from app.logs import request_id_var
 from app.metrics import Metrics
 
 access_log = logging.getLogger("beyondfit.access")
+error_log = logging.getLogger("beyondfit.errors")
 
 # Probes and scrapes are left out of the request metrics and the access log.
 UNMEASURED = frozenset(
@@ -53,11 +55,13 @@ class RequestContextMiddleware:
         )
         token = request_id_var.set(request_id)
         status = 500
+        started = False
         start = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -71,6 +75,16 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Answered here rather than by Starlette's outermost error handler, so that the
+            # 500 and its log line carry the request id and the model version.
+            if started:
+                raise
+            error_log.exception("unhandled error", extra={"path": scope["path"]})
+            response = error_response(
+                500, "internal error; the request id identifies it in the logs"
+            )
+            await response(scope, receive, send_with_headers)
         finally:
             path = scope["path"]
             if path not in UNMEASURED:

@@ -7,6 +7,7 @@ shape [N] or [N, 1]) or one tensor of shape [N, F] with columns in signature ord
 from __future__ import annotations
 
 import math
+import sys
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
@@ -36,6 +37,17 @@ Datatype = Literal[
     "BYTES",
 ]
 _NUMERIC = set(get_args(Datatype)) - {"BYTES"}
+_FLOAT_MAX = sys.float_info.max
+_INTEGERS = frozenset(d for d in _NUMERIC if d.startswith(("INT", "UINT")))
+#: The tensor datatypes a numeric column takes: the same kinds /predict accepts (an integer
+#: for a floating column, never a boolean for a number or a float for an integer).
+_ACCEPTED: dict[str, frozenset[str]] = {
+    "double": frozenset({"FP16", "FP32", "FP64"}) | _INTEGERS,
+    "float": frozenset({"FP16", "FP32", "FP64"}) | _INTEGERS,
+    "long": _INTEGERS,
+    "integer": _INTEGERS,
+    "boolean": frozenset({"BOOL"}),
+}
 _SIGNATURE_DATATYPE = {
     "double": "FP64",
     "float": "FP32",
@@ -206,9 +218,13 @@ def _flatten(data: list[Any]) -> list[Any]:
     return flat
 
 
-def _numbers(tensor: RequestInput, where: str) -> list[float]:
+def _numbers(tensor: RequestInput, where: str, kinds: set[str]) -> list[float]:
+    """The values of a numeric tensor for columns of MLflow types ``kinds``, as floats."""
     if tensor.datatype not in _NUMERIC:
         raise ApiError(422, f"{where}.datatype: {tensor.datatype} is not numeric")
+    if any(tensor.datatype not in _ACCEPTED[k] for k in kinds):
+        wanted = " or ".join(sorted(kinds))
+        raise ApiError(422, f"{where}.datatype: {tensor.datatype} for a {wanted} feature")
     values = _flatten(tensor.data)
     expected = math.prod(tensor.shape)
     if len(values) != expected:
@@ -222,10 +238,12 @@ def _numbers(tensor: RequestInput, where: str) -> list[float]:
                 raise ApiError(422, f"{where}.data[{i}]: {v!r} is not a boolean")
         elif is_bool or not isinstance(v, int | float):
             raise ApiError(422, f"{where}.data[{i}]: {v!r} is not a number")
+        elif tensor.datatype in _INTEGERS and not isinstance(v, int):
+            raise ApiError(422, f"{where}.data[{i}]: {v!r} is not an integer")
+        elif isinstance(v, int) and not -_FLOAT_MAX <= v <= _FLOAT_MAX:
+            raise ApiError(422, f"{where}.data[{i}]: {v} is out of the float64 range")
         elif not math.isfinite(v):
             raise ApiError(422, f"{where}.data[{i}]: {v!r} is not a finite number")
-        elif tensor.datatype.startswith(("INT", "UINT")) and not isinstance(v, int):
-            raise ApiError(422, f"{where}.data[{i}]: {v!r} is not an integer")
     return [float(v) for v in values]
 
 
@@ -266,9 +284,14 @@ def _to_rows(req: InferenceRequest, model: LoadedModel) -> ModelInput:
                 f"inputs[0].shape: expected [N, {len(names)}] (features {names}), "
                 f"got {tensor.shape}",
             )
-        rows = np.array(_numbers(tensor, "inputs[0]"), dtype=np.float64).reshape(n, f)
+        kinds = {c.type for c in schema.columns}
+        rows = np.array(_numbers(tensor, "inputs[0]", kinds), dtype=np.float64).reshape(n, f)
     else:
         given = {t.name: (i, t) for i, t in enumerate(req.inputs)}
+        if len(given) != len(req.inputs):
+            names_given = [t.name for t in req.inputs]
+            twice = sorted({name for name in names_given if names_given.count(name) > 1})
+            raise ApiError(422, f"inputs: input(s) {twice} given more than once")
         missing = [n for n in names if n not in given]
         extra = [n for n in given if n not in names]
         if missing or extra:
@@ -295,10 +318,11 @@ def _to_rows(req: InferenceRequest, model: LoadedModel) -> ModelInput:
                     422, f"inputs[{i}].shape: {tensor.shape[0]} rows, other inputs have {n}"
                 )
             n = tensor.shape[0]
-            if schema.columns[len(columns)].type == "string":
+            kind = schema.columns[len(columns)].type
+            if kind == "string":
                 columns.append(_strings(tensor, f"inputs[{i}]", name))
             else:
-                columns.append(_numbers(tensor, f"inputs[{i}]"))
+                columns.append(_numbers(tensor, f"inputs[{i}]", {kind}))
         if schema.numeric:
             rows = np.array(columns, dtype=np.float64).T.reshape(n, len(names))
         else:

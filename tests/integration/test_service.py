@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -212,6 +213,46 @@ def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
     assert r.json()["predictions"] == list(expected)
     assert httpx.get(f"{svc.url}/model").json()["loader"] == "mlflow"
     assert "the model has no sklearn flavor" in svc.log_text()
+
+    # Same columns, but no usable prediction on its own input example: each is refused by
+    # the check before the swap (once per worker) and version 1 keeps serving.
+    class Broken(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def __init__(self, how: str) -> None:
+            self.how = how
+
+        def predict(self, context: Any, model_input: Any) -> Any:
+            if self.how == "raise":
+                raise ValueError("this version cannot predict")
+            return np.full(len(model_input), np.nan)
+
+    client = mlflow.MlflowClient()
+    for refused, (how, reason) in enumerate(
+        [("nan", "is not finite"), ("raise", "this version cannot predict")], start=1
+    ):
+        with mlflow.start_run():
+            broken = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=Broken(how),
+                signature=mlflow.models.infer_signature(X, np.zeros(len(X))),
+                input_example=X.head(2),
+                registered_model_name="thresholded",
+                pip_requirements=["scikit-learn"],
+            )
+        client.set_registered_model_alias(
+            "thresholded", "champion", broken.registered_model_version
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            counted = sample_value(scrape(svc.url), "model_reloads_total", result="refused")
+            if counted == 2 * refused:
+                break
+            time.sleep(0.5)
+        assert counted == 2 * refused, svc.log_text()[-2000:]
+        assert reason in svc.log_text()
+        again = httpx.post(f"{svc.url}/predict", json={"instances": rows(registered_model, 30)})
+        assert again.status_code == 200
+        assert again.json()["model_version"] == info.registered_model_version
+        assert again.json()["predictions"] == list(expected)
 
 
 def test_direct_loader_reads_an_artifact_store_the_server_does_not_proxy(
@@ -456,6 +497,51 @@ def _bad_inputs(model: RegisteredModel) -> list[tuple[str, dict[str, Any], int, 
             "Invalid JSON",
         ),
         (
+            "v2 integer beyond float64",
+            {
+                "json": {
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "shape": [1, n],
+                            "datatype": "INT64",
+                            "data": [10**400] + [0] * (n - 1),
+                        }
+                    ]
+                },
+                "url": v2,
+            },
+            422,
+            "out of the float64 range",
+        ),
+        (
+            "v2 boolean tensor for numbers",
+            {
+                "json": {
+                    "inputs": [
+                        {"name": "x", "shape": [1, n], "datatype": "BOOL", "data": [True] * n}
+                    ]
+                },
+                "url": v2,
+            },
+            422,
+            "BOOL for a double feature",
+        ),
+        (
+            "v2 same input twice",
+            {
+                "json": {
+                    "inputs": [
+                        {"name": name, "shape": [1], "datatype": "FP64", "data": [1.0]}
+                        for name in [*model.feature_names, first]
+                    ]
+                },
+                "url": v2,
+            },
+            422,
+            f"input(s) ['{first}'] given more than once",
+        ),
+        (
             "v2 unknown datatype",
             {
                 "json": {
@@ -494,6 +580,21 @@ def test_bad_inputs_get_a_4xx_that_names_the_problem(
     assert "Traceback" not in service.log_text()
 
 
+def served_per_worker(metrics_dir: Path) -> dict[int, float]:
+    """/predict 200s counted by each worker, read from its own prometheus_client file."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    served = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        total = 0.0
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            _, sample, labels, _ = json.loads(key)
+            if sample == "http_requests_total" and labels.get("route") == "/predict":
+                total += value if labels.get("status") == "200" else 0
+        served[int(path.stem.removeprefix("counter_"))] = total
+    return served
+
+
 def test_request_counter_is_exact_across_workers_and_a_killed_worker(
     start_service: Callable[..., Service], registered_model: RegisteredModel
 ) -> None:
@@ -512,8 +613,10 @@ def test_request_counter_is_exact_across_workers_and_a_killed_worker(
         t.join(120)
     workers = svc.worker_pids()
     assert len(workers) == 2
-    metric_files = {p.name for p in (svc.workdir / f"metrics-{svc.port}").iterdir()}
-    assert all(f"counter_{pid}.db" in metric_files for pid in workers), (workers, metric_files)
+    served = served_per_worker(svc.workdir / f"metrics-{svc.port}")
+    assert set(served) == set(workers), served
+    assert all(n > 0 for n in served.values()), f"one worker served nothing: {served}"
+    assert sum(served.values()) == 200
     assert (
         sample_value(scrape(svc.url), "http_requests_total", route="/predict", status="200") == 200
     )
@@ -525,7 +628,9 @@ def test_request_counter_is_exact_across_workers_and_a_killed_worker(
     ) and time.monotonic() < deadline:
         time.sleep(0.2)
     send(30)
-    # the replacement worker loads the model before it can answer; all counts stay exact
+    # the replacement worker loads the model before it can answer; all counts stay exact,
+    # the killed worker's included (its file outlives it)
+    assert served_per_worker(svc.workdir / f"metrics-{svc.port}")[workers[0]] == served[workers[0]]
     assert (
         sample_value(scrape(svc.url), "http_requests_total", route="/predict", status="200") == 230
     )
@@ -627,10 +732,13 @@ def test_service_started_before_mlflow_waits_then_serves_without_it(
             assert httpx.get(f"{svc.url}/health").status_code == 200
             assert httpx.get(f"{svc.url}/health/ready").status_code == 503
             time.sleep(0.3)
+        waiting = svc.worker_pids()
+        assert len(waiting) == 2
         late.start()
         train(TrainConfig(tracking_uri=late.url))
         svc.wait_ready(180)
         pids = svc.worker_pids()
+        assert pids == waiting, "a worker restarted while MLflow was away (a crash loop)"
         late.stop()
         body = {"instances": rows(registered_model, 5)}
         for _ in range(20):

@@ -7,7 +7,9 @@ layer); everything else is the real code.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from app.errors import INTERNAL_ERROR
+from app.logs import JsonFormatter
 from app.main import create_app
 from app.metrics import FeatureBinCounter, Metrics
 from app.model_store import LoadedModel, ModelRef, ModelRefusedError, ModelStore, parse_model_uri
@@ -261,6 +265,36 @@ def test_errors_are_json_and_never_5xx(client: TestClient) -> None:
     assert r.json()["error"] == "Not Found"
     assert client.get("/v2/models/other").status_code == 404
     assert client.post("/bench/constant").status_code == 404  # off unless enabled
+
+
+def test_an_unexpected_error_is_a_json_500_with_the_request_id_in_answer_and_log(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(self: Any, rows: Any) -> Any:
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(SklearnPredictor, "predict", boom)
+    row = client.get("/model").json()["input_example"][0]
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    handler.setFormatter(JsonFormatter())  # formats at the call, inside the request's context
+    errors = logging.getLogger("beyondfit.errors")
+    errors.addHandler(handler)
+    try:
+        r = client.post("/predict", json={"instances": [row]}, headers={"X-Request-ID": "rid-42"})
+    finally:
+        errors.removeHandler(handler)
+
+    assert r.status_code == 500
+    assert r.json() == {"error": INTERNAL_ERROR, "request_id": "rid-42"}
+    assert r.headers["x-request-id"] == "rid-42"
+    assert r.headers["x-model-version"] == "1"
+    assert "model exploded" not in r.text
+    lines = [json.loads(line) for line in logged.getvalue().splitlines()]
+    assert len(lines) == 1
+    assert lines[0]["request_id"] == "rid-42"
+    assert lines[0]["level"] == "ERROR"
+    assert "model exploded" in json.dumps(lines[0])  # the traceback is in the log, not the answer
 
 
 def test_store_swaps_compatible_versions_and_refuses_others(
