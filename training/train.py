@@ -504,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance",
         type=float,
         default=d.tolerance,
-        help="promote if new >= champion - tolerance (default: %(default)s)",
+        help="promote if the new model is worse than the champion by at most this much on the "
+        "gate metric: new >= champion - tolerance (new <= champion + tolerance for log_loss) "
+        "(default: %(default)s)",
     )
     registry.add_argument("--force", action="store_true", help="promote whatever the gate says")
     registry.add_argument("--run-name", help="MLflow run name (default: generated)")

@@ -176,6 +176,27 @@ def test_gate_promotes_a_better_model_refuses_a_worse_one_and_force_overrides(
     assert champion_version(client, name) == forced["version"]
 
 
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss"])
+def test_gate_tolerance_and_direction_through_decide(
+    tracking_uri: str, client: MlflowClient, metric: str
+) -> None:
+    """A weaker model is refused, then promoted once the tolerance covers the gap; for
+    log_loss lower is better, so "weaker" means a larger log loss."""
+    name = f"it-gate-{metric.replace('_', '-')}"
+    strong = run_training(tracking_uri, name, gate_metric=metric)
+    weak = run_training(tracking_uri, name, gate_metric=metric, **WEAK)
+    gap = abs(strong.metrics[metric] - weak.metrics[metric])
+    assert gap > 0.01
+    assert (weak.gate_decision, champion_version(client, name)) == ("refused", strong.version)
+
+    short = run_training(tracking_uri, name, gate_metric=metric, tolerance=gap * 0.9, **WEAK)
+    assert (short.gate_decision, champion_version(client, name)) == ("refused", strong.version)
+    assert f"(tolerance {gap * 0.9})" in short.gate_reason
+
+    enough = run_training(tracking_uri, name, gate_metric=metric, tolerance=gap * 1.1, **WEAK)
+    assert (enough.gate_decision, champion_version(client, name)) == ("promoted", enough.version)
+
+
 def test_reproduce_gives_identical_predictions(first_run: TrainResult) -> None:
     result = reproduce(first_run.run_id)
 
