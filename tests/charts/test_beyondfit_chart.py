@@ -446,6 +446,10 @@ def test_helm_test_pod_uses_the_service_image_and_is_restricted() -> None:
         ("autoscaling.enabled=yes", "enabled"),
         ("service.type=Headless", "type"),  # not in the enum
         ("model.loader=fast", "loader"),
+        ("podSecurityContext.seLinuxOptions.levle=s0", "levle"),  # typo in a k8s structure
+        ("securityContext.seLinuxOptions.usr=system_u", "usr"),
+        ("securityContext.appArmorProfile.type=Strict", "appArmorProfile/type"),
+        ("affinity.podAntiAffinity.requiredDuringScheduling=x", "requiredDuringScheduling"),
     ],
 )
 def test_schema_rejects_typos_and_wrong_types(setting: str, message: str) -> None:

@@ -187,6 +187,9 @@ def test_servicemonitor_matches_the_service() -> None:
         ("backendStore.typ=sqlite", "typ"),
         ("persistence.size=5", "size"),
         ("artifacts.type=gcs", "type"),
+        ("podSecurityContext.seLinuxOptions.levle=s0", "levle"),  # typo in a k8s structure
+        ("securityContext.seLinuxOptions.usr=system_u", "usr"),
+        ("affinity.nodeAffinity.preferred=x", "preferred"),
     ],
 )
 def test_schema_rejects_typos_and_wrong_types(setting: str, message: str) -> None:
