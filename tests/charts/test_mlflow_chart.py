@@ -55,6 +55,38 @@ def test_storage_class_and_emptydir_for_throwaway_clusters() -> None:
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
 
 
+def test_existing_claim_is_used_and_no_pvc_is_rendered() -> None:
+    docs = render("mlflow", CI / "existingclaim-values.yaml")
+    assert not find(docs, "PersistentVolumeClaim")
+    d = one(docs, "Deployment")
+    volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"] == {
+        "name": "data",
+        "persistentVolumeClaim": {"claimName": "mlflow-data"},
+    }
+    mounts = {m["mountPath"]: m["name"] for m in container(d)["volumeMounts"]}
+    assert mounts["/var/lib/mlflow"] == "data"
+    assert d["spec"]["strategy"]["type"] == "Recreate"  # still one writer on SQLite
+
+
+def test_service_selects_the_deployment_pods() -> None:
+    docs = render("mlflow")
+    svc, d = one(docs, "Service"), one(docs, "Deployment")
+    pod_labels = d["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert set(svc["spec"]["selector"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 5000, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert container(d)["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
+    # The helm test pod reaches the server through this Service.
+    test_pod = next(doc for doc in docs if doc["kind"] == "Pod")
+    env = {e["name"]: e["value"] for e in test_pod["spec"]["containers"][0]["env"]}
+    assert env["BASE_URL"] == f"http://{svc['metadata']['name']}:5000"
+
+
 def test_allowed_hosts_cover_the_service_names() -> None:
     arg = next(a for a in args_of(render("mlflow")) if a.startswith("--allowed-hosts="))
     hosts = arg.split("=", 1)[1].split(",")
@@ -139,6 +171,7 @@ def test_extra_allowed_hosts_are_appended() -> None:
         (["replicaCount=2"], "replicaCount > 1"),
         (["backendStore.type=postgresql"], "existingSecret"),
         (["artifacts.type=s3"], "destination"),
+        (["metrics.serviceMonitor.enabled=true"], "needs metrics.enabled"),
     ],
 )
 def test_impossible_combinations_fail(sets: list[str], message: str) -> None:
