@@ -247,6 +247,9 @@ def package_tags() -> dict[str, str]:
         "mlflow_version": mlflow.__version__,
         "pandas_version": pd.__version__,
         "numpy_version": np.__version__,
+        # the rest of what the logged model's requirements pin
+        "scipy_version": _dist_version("scipy") or "unknown",
+        "skops_version": _dist_version("skops") or "unknown",
     }
 
 

@@ -27,7 +27,7 @@ from training import reference
 from training.data import fingerprint, load_dataset, split
 from training.reproduce import FingerprintMismatchError, reproduce
 from training.reproduce import main as reproduce_main
-from training.train import TrainConfig, TrainResult, git_tags, train
+from training.train import TrainConfig, TrainResult, git_tags, package_tags, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "beyondfit-integration"
@@ -101,9 +101,13 @@ def test_a_run_is_readable_back_from_the_server(
     assert tags["git_dirty"] in {"true", "false"}
     assert tags["seed"] == "42"
     assert tags["data_source"] == "sklearn:breast_cancer"
-    for key in ("python_version", "sklearn_version", "mlflow_version", "pandas_version"):
-        assert tags[key], key
+    versions = {k: tags[k] for k in package_tags()}
+    assert versions == package_tags()
+    assert {"python", "sklearn", "mlflow", "pandas", "numpy", "scipy", "skops"} == {
+        k.removesuffix("_version") for k in versions
+    }
     assert tags["numpy_version"] == np.__version__
+    assert "unknown" not in versions.values()
     assert run.inputs.dataset_inputs, "the training table is logged as a dataset input"
 
     version = client.get_model_version("it-readback", str(first_run.version))
