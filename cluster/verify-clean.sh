@@ -23,15 +23,23 @@ while read -r m; do leftover "mount $m"; done < <(
     'index($5, a) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo)
 ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && leftover "interface $CNI_BRIDGE"
 ip addr show dev lo | grep -qF " $NODE_IP/32 " && leftover "address $NODE_IP on lo"
-for ipt in iptables ip6tables; do
-  command -v "$ipt-save" >/dev/null || continue
-  for t in nat filter mangle; do
-    "$ipt-save" -t "$t" 2>/dev/null | grep -E '^:KUBE-|^-A .*-j KUBE-' |
-      while read -r l; do echo "leftover: $ipt -t $t $l"; done
-    "$ipt-save" -t "$t" 2>/dev/null | grep -E "name: \\\\?\"$CNI_NETWORK\\\\?\"" |
-      while read -r l; do echo "leftover: $ipt -t $t $l"; done
+# KUBE-* chains and jumps (kube-proxy, kubelet) and the CNI network's rules. Read through a
+# process substitution so that each line counts (a pipeline into `grep -q` would be killed by
+# SIGPIPE under pipefail and count nothing).
+iptables_leftovers() {
+  local ipt t
+  for ipt in iptables ip6tables; do
+    command -v "$ipt-save" >/dev/null || continue
+    for t in nat filter mangle; do
+      { "$ipt-save" -t "$t" 2>/dev/null || true; } |
+        { grep -E "^:KUBE-|^-A .*-j KUBE-|name: \\\\?\"$CNI_NETWORK\\\\?\"" || true; } |
+        sed "s/^/$ipt -t $t /"
+    done
   done
-done | tee /dev/stderr | grep -q . && left=$((left + 1))
+}
+while read -r l; do leftover "$l"; done < <(iptables_leftovers)
+# Pod network namespaces the CNI plugins created (containerd names them cni-<uuid>).
+for n in /run/netns/cni-* /var/run/netns/cni-*; do [ -e "$n" ] && leftover "netns $n"; done
 for d in /sys/fs/cgroup/*/kubepods; do [ -d "$d" ] && leftover "cgroup $d"; done
 if [ "$left" -eq 0 ]; then
   log "clean: no cluster process, mount, interface, iptables chain or cgroup left"
