@@ -24,10 +24,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/venv
 # Dependencies first (their own layer, cached while only the code changes); every version
 # comes from requirements/constraints.txt, the one place for Python pins. Wheels only: the
-# final stage has no compiler, and neither does this one.
+# final stage has no compiler, and neither does this one. A failed install fails the build
+# (no `|| true`: that would apply to the whole `&&` chain and ship an empty venv); the
+# uninstall cannot fail on a package that is absent (pip only warns), so it is not excused.
 COPY requirements/app.in requirements/constraints.txt /src/requirements/
 RUN /opt/venv/bin/pip install --only-binary=:all: -r /src/requirements/app.in \
- && /opt/venv/bin/pip uninstall --yes pip setuptools wheel >/dev/null 2>&1 || true
+ && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
 COPY app/ /opt/beyondfit/app/
 # Byte-compile now: the root filesystem is read-only at run time.
 RUN /opt/venv/bin/python -m compileall -q /opt/beyondfit/app

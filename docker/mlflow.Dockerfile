@@ -15,9 +15,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/venv
+# A failed install fails the build (see ../Dockerfile: never `|| true` after pip install).
 COPY requirements/mlflow-server.in requirements/constraints.txt /src/requirements/
 RUN /opt/venv/bin/pip install --only-binary=:all: -r /src/requirements/mlflow-server.in \
- && /opt/venv/bin/pip uninstall --yes pip wheel >/dev/null 2>&1 || true
+ && /opt/venv/bin/pip uninstall --yes pip wheel
 
 FROM ${BASE_IMAGE}
 

@@ -2,7 +2,8 @@
 # scripts/base-image.sh: builds the stand-in base image localhost/debian-python:bookworm.
 #
 # No image can be pulled on our machines (no registry), so the Dockerfiles' default base
-# (python:3.11-slim-bookworm) is replaced in local builds and tests by this image: Debian
+# (`ARG BASE_IMAGE=` in Dockerfile, the one place for the pin: python:3.11.10-slim-bookworm
+# by tag and digest) is replaced in local builds and tests by this image: Debian
 # bookworm minbase + python3 (3.11) + python3-venv + ca-certificates, made with debootstrap
 # and imported into podman. Cached twice: skipped when podman already has the image, and
 # the root filesystem tarball is kept under $BEYONDFIT_CACHE/images so a wiped podman store

@@ -9,9 +9,15 @@
 # tagged with the short git revision when there is one.
 #
 # Engine: podman if installed, else docker if its daemon answers (BEYONDFIT_CONTAINER_ENGINE
-# forces one). Base image: BEYONDFIT_BASE_IMAGE if set; else the Dockerfiles' default
-# (python:3.11-slim-bookworm by digest) when it is present or a registry can be reached;
-# else the debootstrap stand-in localhost/debian-python:bookworm (scripts/base-image.sh).
+# forces one). Base image: BEYONDFIT_BASE_IMAGE if set; else the Dockerfiles' default, the
+# `ARG BASE_IMAGE=` line of Dockerfile (the one place for the pin, today
+# python:3.11.10-slim-bookworm by tag and digest; tests/images checks docker/mlflow.Dockerfile
+# pins the same) when it is present or a registry can be reached; else the debootstrap
+# stand-in localhost/debian-python:bookworm (scripts/base-image.sh).
+#
+# OCI labels: version = <version> above; revision = `git rev-parse HEAD` (with "-dirty" when
+# the work tree has changes); source = BEYONDFIT_SOURCE_URL if set, else the origin remote's
+# URL (credentials stripped), else PROJECT_URL below; created = the commit's time.
 . "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
@@ -19,6 +25,9 @@ what="${1:-all}"
 case "$what" in service|mlflow|all) ;; *) die "usage: $0 [service|mlflow|all]" ;; esac
 
 STANDIN_IMAGE="localhost/debian-python:bookworm"
+# The project's home, for the org.opencontainers.image.source label when neither
+# BEYONDFIT_SOURCE_URL nor a git remote says otherwise (this checkout has no remote).
+PROJECT_URL="https://github.com/beyondfit/beyondfit"
 DEFAULT_BASE="$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile | head -1)"
 
 engine="${BEYONDFIT_CONTAINER_ENGINE:-}"
@@ -60,7 +69,13 @@ version="${BEYONDFIT_IMAGE_TAG:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 short="$(git rev-parse --short HEAD 2>/dev/null || true)"
 if [ -n "$short" ] && [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then revision="$revision-dirty"; fi
-source_url="$(git remote get-url origin 2>/dev/null || true)"
+# A remote URL may carry credentials (https://user:token@host/...): never put them in a label.
+# scp-like remotes (git@host:org/repo.git) become https://host/org/repo.git.
+remote_url="$(git remote get-url origin 2>/dev/null || true)"
+remote_url="$(printf '%s' "$remote_url" | sed -E \
+  -e 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@#\1#' \
+  -e 's#^[^/:@]+@([^/:]+):#https://\1/#')"
+source_url="${BEYONDFIT_SOURCE_URL:-${remote_url:-$PROJECT_URL}}"
 # The commit's time, not the build's: rebuilding the same commit gives the same image.
 created="$(git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || true)"
 created="${created:-1970-01-01T00:00:00Z}"
