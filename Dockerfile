@@ -62,7 +62,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PROMETHEUS_MULTIPROC_DIR=/run/beyondfit/metrics
 
 WORKDIR /opt/beyondfit
-# Metadata last: a new revision re-labels the image without rebuilding any layer.
+# Metadata last. Defaults for a bare build: scripts/build-images.sh passes version, revision,
+# source and created with --label (buildah reuses a cached LABEL layer whatever the ARGs).
 ARG VERSION=0.0.0-dev
 ARG REVISION=unknown
 ARG SOURCE=""

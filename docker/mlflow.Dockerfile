@@ -42,7 +42,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLFLOW_PORT=5000
 
 WORKDIR /var/lib/mlflow
-# Metadata last: a new revision re-labels the image without rebuilding any layer.
+# Metadata last. Defaults for a bare build: scripts/build-images.sh passes version, revision,
+# source and created with --label (buildah reuses a cached LABEL layer whatever the ARGs).
 ARG VERSION=0.0.0-dev
 ARG REVISION=unknown
 ARG SOURCE=""

@@ -80,9 +80,15 @@ source_url="${BEYONDFIT_SOURCE_URL:-${remote_url:-$PROJECT_URL}}"
 created="$(git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || true)"
 created="${created:-1970-01-01T00:00:00Z}"
 
-build_args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version"
-            --build-arg "REVISION=$revision" --build-arg "SOURCE=$source_url"
-            --build-arg "CREATED=$created")
+build_args=(--build-arg "BASE_IMAGE=$base")
+# The per-build labels go on the command line, not through the Dockerfiles' ARG-based LABEL:
+# buildah (podman 4.3) keys its layer cache on the LABEL line as written, so a new REVISION
+# reused the old LABEL layer and the image kept the previous commit's labels. `--label` is a
+# step of its own with the values in it (docker build takes it too), and still costs no layer
+# rebuild. The Dockerfiles' LABELs keep the defaults for a bare `build`.
+oci=org.opencontainers.image
+build_args+=(--label "$oci.version=$version" --label "$oci.revision=$revision"
+             --label "$oci.source=$source_url" --label "$oci.created=$created")
 # pip in the builder trusts the host's CA bundle (mounted read-only above with podman), so a
 # TLS-inspecting proxy in front of the package index works inside the build as outside.
 pip_cert="${PIP_CERT:-}"

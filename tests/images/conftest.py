@@ -58,17 +58,39 @@ def chart_app_version() -> str:
     raise AssertionError("no appVersion in charts/beyondfit/Chart.yaml")
 
 
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@dataclass(frozen=True)
+class GitState:
+    head: str  # `git rev-parse HEAD`
+    dirty: bool  # `git status --porcelain` lists anything
+
+
+def git_state() -> GitState:
+    return GitState(git("rev-parse", "HEAD"), bool(git("status", "--porcelain")))
+
+
 @dataclass(frozen=True)
 class Images:
     service: str
     mlflow: str
     build_seconds: float
     sizes: dict[str, int]
+    # The checkout just before and just after the build: others may commit or edit meanwhile,
+    # and the build script reads its revision somewhere in between.
+    git_before: GitState
+    git_after: GitState
+    version: str  # the tag and version label scripts/build-images.sh uses
 
 
 @pytest.fixture(scope="session")
 def images() -> Images:
     """Both images, built by scripts/build-images.sh (the stand-in base when no registry)."""
+    before = git_state()
     t0 = time.monotonic()
     proc = subprocess.run(
         ["bash", str(REPO / "scripts" / "build-images.sh"), "all"],
@@ -78,13 +100,15 @@ def images() -> Images:
         cwd=REPO,
     )
     assert proc.returncode == 0, f"build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    build_seconds = time.monotonic() - t0
+    after = git_state()
     version = os.environ.get("BEYONDFIT_IMAGE_TAG") or chart_app_version()
     service, mlflow = f"localhost/beyondfit:{version}", f"localhost/beyondfit-mlflow:{version}"
     sizes = {
         name: int(podman("image", "inspect", "--format", "{{.Size}}", name).stdout.strip())
         for name in (service, mlflow)
     }
-    return Images(service, mlflow, time.monotonic() - t0, sizes)
+    return Images(service, mlflow, build_seconds, sizes, before, after, version)
 
 
 @dataclass
