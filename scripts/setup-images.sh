@@ -4,7 +4,7 @@
 # kernel's hybrid cgroups), the CNI plugins, uidmap, fuse-overlayfs, slirp4netns, iptables,
 # debootstrap, PostgreSQL (for the MLflow image's backend-store test); then builds the
 # stand-in base image localhost/debian-python:bookworm (scripts/base-image.sh, cached) for
-# machines that cannot pull python:3.11-slim-bookworm.
+# machines that cannot pull the pinned python base (ARG BASE_IMAGE in Dockerfile).
 . "$(dirname "$0")/lib.sh"
 
 apt_install podman buildah runc containernetworking-plugins uidmap fuse-overlayfs slirp4netns \
