@@ -1,6 +1,7 @@
 """The whole stack on the local Kubernetes cluster, with the images built here and the charts
 of this repository. The tests run in file order and build on each other, like a deployment:
-MLflow in, a model trained against it, the service in (slowly, with MLflow away for a while),
+MLflow in, a model trained against it, the service in (slowly, through an MLflow that answers
+late),
 helm test, a rolling update under load, an alias move, the HPA under load, uninstall.
 
 `bash scripts/test.sh e2e` prepares everything first (scripts/setup-e2e.sh: tools, images,
@@ -10,6 +11,7 @@ cluster, images loaded into the cluster's containerd).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -22,7 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster.k8s_helpers import KUBECONFIG, kubectl, kubectl_json, run_tool, wait_until
+from tests.cluster.k8s_helpers import (
+    KUBECONFIG,
+    apply,
+    kubectl,
+    kubectl_json,
+    run_tool,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +77,13 @@ def service_pods() -> list[dict[str, Any]]:
     return [p for p in pods["items"] if "helm.sh/hook" not in p["metadata"].get("annotations", {})]
 
 
+def pod_url(pod: dict[str, Any]) -> str:
+    """The pod's own address and its container's "http" port (bypassing the Service)."""
+    ports = [p for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+    port = next(p["containerPort"] for p in ports if p.get("name") == "http")
+    return f"http://{pod['status']['podIP']}:{port}"
+
+
 def restarts(pods: list[dict[str, Any]]) -> int:
     return sum(
         c.get("restartCount", 0)
@@ -97,15 +113,26 @@ def train(mlflow_url: str, *args: str) -> dict[str, Any]:
 
 
 class LoadLoop:
-    """Single-row predictions from `threads` threads against the Service until stopped."""
+    """Single-row predictions from `threads` threads against the Service until stopped
+    (or for at most 600 s / `max_requests` requests). Every answer is recorded: a 200 with its
+    model version and time, anything else (status, bad body, exception) as a failure, so a
+    broken answer cannot end a thread unseen."""
 
     def __init__(
-        self, url: str, row: dict[str, float], threads: int = 2, pause: float = 0.02
+        self,
+        url: str,
+        row: dict[str, float],
+        threads: int = 2,
+        pause: float = 0.02,
+        max_requests: int = 30_000,
     ) -> None:
         self.url, self.row, self.pause = url, row, pause
         self.ok = 0
+        self.ok_times: list[float] = []
         self.failures: list[str] = []
         self.versions: set[str] = set()
+        self._budget = max_requests
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -113,16 +140,31 @@ class LoadLoop:
         deadline = time.monotonic() + 600
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if self._budget <= 0:
+                        return
+                    self._budget -= 1
                 try:
                     r = client.post(f"{self.url}/predict", json={"instances": [self.row]})
-                    if r.status_code == 200:
-                        self.ok += 1
-                        self.versions.add(r.json()["model_version"])
-                    else:
-                        self.failures.append(f"{r.status_code} {r.text[:200]}")
-                except httpx.HTTPError as e:
-                    self.failures.append(repr(e))
+                    version = r.json()["model_version"] if r.status_code == 200 else None
+                except Exception as e:
+                    with self._lock:
+                        self.failures.append(repr(e))
+                else:
+                    with self._lock:
+                        if version is None:
+                            self.failures.append(f"{r.status_code} {r.text[:200]}")
+                        else:
+                            self.ok += 1
+                            self.ok_times.append(time.monotonic())
+                            self.versions.add(str(version))
                 time.sleep(self.pause)
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest time between successive 200s (and the window's ends) in [start, end]."""
+        with self._lock:
+            times = [start, *(t for t in self.ok_times if start <= t <= end), end]
+        return max(b - a for a, b in itertools.pairwise(times))
 
     def __enter__(self) -> LoadLoop:
         for t in self._threads:
@@ -133,6 +175,7 @@ class LoadLoop:
         self._stop.set()
         for t in self._threads:
             t.join(30)
+        assert not any(t.is_alive() for t in self._threads), "a load thread hangs"
 
 
 @pytest.fixture(scope="module")
@@ -202,35 +245,170 @@ def test_mlflow_runs_under_restricted_pod_security(
     assert first_model["version"] == 1
 
 
+SLOW_DELAY_S = 8
+"""How late the slow MLflow answers each request: under the service's default 10 s per-call
+timeout, and a model load makes several calls in a row (alias, download URI, MLmodel, model
+files), so the first load takes most of a minute: many probe periods."""
+
+
+def start_slow_mlflow(delay: float) -> str:
+    """tests/e2e/slow_proxy.py in a pod (restricted securityContext, the MLflow image's
+    Python) in front of the MLflow Service; returns its in-cluster URL."""
+    tag = next(
+        line.split(":", 1)[1].strip().strip('"')
+        for line in (REPO / "charts/beyondfit/Chart.yaml").read_text().splitlines()
+        if line.startswith("appVersion:")
+    )
+    kubectl("-n", NS, "create", "configmap", "slow-proxy",
+            f"--from-file=slow_proxy.py={REPO / 'tests/e2e/slow_proxy.py'}")  # fmt: skip
+    labels = {"app": "mlflow-slow"}
+    container = {
+        "name": "proxy",
+        "image": f"localhost/beyondfit-mlflow:{tag}",
+        "imagePullPolicy": "Never",
+        "command": ["python3", "/proxy/slow_proxy.py"],
+        "env": [
+            {"name": "UPSTREAM", "value": "http://mlflow:5000"},
+            {"name": "DELAY_SECONDS", "value": str(delay)},
+            {"name": "PORT", "value": "5000"},
+        ],
+        "ports": [{"name": "http", "containerPort": 5000}],
+        "readinessProbe": {"tcpSocket": {"port": 5000}, "periodSeconds": 2},
+        "volumeMounts": [{"name": "proxy", "mountPath": "/proxy", "readOnly": True}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
+    }
+    manifests = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "mlflow-slow", "namespace": NS},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 10001,
+                            "runAsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "automountServiceAccountToken": False,
+                        "containers": [container],
+                        "volumes": [{"name": "proxy", "configMap": {"name": "slow-proxy"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "mlflow-slow", "namespace": NS},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": 5000}]},
+        },
+    ]
+    for manifest in manifests:
+        apply(manifest)
+    kubectl("-n", NS, "rollout", "status", "deployment/mlflow-slow", "--timeout=180s", timeout=200)
+    return "http://mlflow-slow:5000"
+
+
+def stop_slow_mlflow() -> None:
+    kubectl("-n", NS, "delete", "deployment,service", "mlflow-slow", "--wait=true", timeout=120)
+    kubectl("-n", NS, "delete", "configmap", "slow-proxy", timeout=60)
+
+
+def worker_pids(url: str) -> frozenset[str] | None:
+    """The gunicorn worker pids a pod reports in /metrics (None if it does not answer)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=3).text
+    except httpx.HTTPError:
+        return None
+    return frozenset(
+        line.split('pid="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("process_resident_memory_bytes{") and 'role="worker"' in line
+    )
+
+
 def test_slow_model_load_does_not_restart_pods_then_they_become_ready(
     mlflow: str, first_model: dict[str, Any]
 ) -> None:
-    # MLflow away while the service starts: pods must stay alive and not ready, never restart.
-    kubectl("-n", NS, "scale", "deployment/mlflow", "--replicas=0")
-    wait_until("MLflow gone", lambda: not _ok(f"{mlflow}/health"), timeout=120)
-    helm(
-        "upgrade",
-        "--install",
-        "beyondfit",
-        str(REPO / "charts/beyondfit"),
-        "-f",
-        str(REPO / "charts/beyondfit/environments/values-local.yaml"),
-    )
-    wait_until(
-        "a service pod running",
-        lambda: any(p["status"].get("phase") == "Running" for p in service_pods()),
-        timeout=180,
-    )
-    time.sleep(45)  # several readiness and liveness periods with no model
+    """The service installed (helm upgrade --install --wait) against an MLflow that answers
+    every call 8 s late: while the model loads, every pod stays alive and answers /health at
+    once, is not ready, restarts no container and no gunicorn worker; then it becomes ready."""
+    slow = start_slow_mlflow(SLOW_DELAY_S)
+    installed: list[subprocess.CompletedProcess[str] | BaseException] = []
+
+    def install() -> None:
+        try:
+            installed.append(helm(
+                "upgrade", "--install", "beyondfit", str(REPO / "charts/beyondfit"),
+                "-f", str(REPO / "charts/beyondfit/environments/values-local.yaml"),
+                "--set", f"mlflow.trackingUri={slow}", "--wait", "--timeout", "10m",
+                timeout=700,
+            ))  # fmt: skip
+        except BaseException as e:
+            installed.append(e)
+
+    start = time.monotonic()
+    helm_thread = threading.Thread(target=install, daemon=True)
+    helm_thread.start()
+    workers: dict[str, frozenset[str]] = {}
+    slow_health: list[str] = []
+    not_ready_seen: list[float] = []
+    while helm_thread.is_alive() and time.monotonic() - start < 720:
+        for pod in service_pods():
+            if pod["status"].get("phase") != "Running" or not pod["status"].get("podIP"):
+                continue
+            name, url = pod["metadata"]["name"], pod_url(pod)
+            try:
+                t = time.monotonic()
+                health = httpx.get(f"{url}/health", timeout=3).status_code
+                readiness = httpx.get(f"{url}/health/ready", timeout=3).status_code
+            except httpx.HTTPError as e:
+                if name in workers:  # it answered before: now it must keep answering
+                    slow_health.append(f"{name}: {e!r}")
+                continue
+            if health != 200 or time.monotonic() - t > 2:
+                slow_health.append(f"{name}: /health {health} in {time.monotonic() - t:.1f}s")
+            if readiness == 503:
+                not_ready_seen.append(time.monotonic() - start)
+            pids = worker_pids(url)
+            if pids and name not in workers:
+                workers[name] = pids
+        time.sleep(3)
+    helm_thread.join(10)
+    took = time.monotonic() - start
+
+    assert installed, "helm did not finish in 12 minutes"
+    assert not isinstance(installed[0], BaseException), installed[0]
     pods = service_pods()
     assert pods
-    assert not any(ready(p) for p in pods)
-    assert restarts(pods) == 0
-    kubectl("-n", NS, "scale", "deployment/mlflow", "--replicas=1")
-    kubectl("-n", NS, "rollout", "status", "deployment/beyondfit", "--timeout=300s", timeout=320)
-    pods = service_pods()
     assert all(ready(p) for p in pods)
     assert restarts(pods) == 0
+    assert slow_health == [], slow_health[:5]
+    # the load really was slow: not ready for several delays (several probe periods too)
+    assert not_ready_seen
+    assert max(not_ready_seen) > 3 * SLOW_DELAY_S, (not_ready_seen[-1:], took)
+    # the same gunicorn workers that started loading serve now: none was killed on the way
+    assert workers
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        if name in workers:
+            assert worker_pids(pod_url(pod)) == workers[name], name
+    mlflow_pods = kubectl_json("-n", NS, "get", "pods", "-l", "app.kubernetes.io/name=mlflow")
+    assert restarts(mlflow_pods["items"]) == 0
+    print(f"slow load: ready after {took:.0f} s, not ready seen until {max(not_ready_seen):.0f} s")
+
+    # back to the MLflow Service itself (a config change: the pods roll)
+    upgrade_service("mlflow.trackingUri=http://mlflow:5000")
+    stop_slow_mlflow()
+    assert all(ready(p) for p in service_pods())
 
 
 def test_helm_test_passes_and_the_service_answers_with_the_registered_version(
@@ -252,16 +430,22 @@ def test_rolling_update_under_load_drops_no_request(sample_row: dict[str, float]
     before = {p["metadata"]["name"] for p in service_pods()}
     with LoadLoop(url, sample_row) as loop:
         time.sleep(3)
+        rollout_start = time.monotonic()
+        ok_before = loop.ok
         # a config change: the ConfigMap checksum annotation rolls the pods
         upgrade_service("server.logLevel=debug")
         kubectl(
             "-n", NS, "rollout", "status", "deployment/beyondfit", "--timeout=300s", timeout=320
         )
         time.sleep(10)  # old pods finish their preStop pause and drain
+        rollout_end = time.monotonic()
+        ok_during = loop.ok - ok_before
     after = {p["metadata"]["name"] for p in service_pods()}
     assert not before & after, "every pod was replaced"
     assert loop.failures == [], loop.failures[:5]
-    assert loop.ok > 50
+    # answers kept coming through the whole rollout, not only before it
+    assert ok_during > 10 * (rollout_end - rollout_start) / 2, (ok_during, rollout_end)
+    assert loop.longest_gap(rollout_start, rollout_end) < 5.0
 
 
 def test_alias_move_is_served_without_pod_restart(
@@ -280,6 +464,14 @@ def test_alias_move_is_served_without_pod_restart(
     r = httpx.post(f"{url}/predict", json={"instances": [sample_row]}).json()
     assert r["model_version"] == str(second["version"])
     now = service_pods()
+    for pod in now:  # each pod, each worker (a new connection per request spreads them)
+        served = {
+            httpx.post(
+                f"{pod_url(pod)}/predict", json={"instances": [sample_row]}, timeout=10
+            ).json()["model_version"]
+            for _ in range(12)
+        }
+        assert served == {str(second["version"])}, (pod["metadata"]["name"], served)
     # the same pods still serve (the HPA may have added some meanwhile), none restarted
     assert pods <= {p["metadata"]["name"] for p in now}
     assert restarts(now) == 0
@@ -326,7 +518,7 @@ def test_hpa_reads_cpu_and_scales_out_under_load(sample_row: dict[str, float]) -
     for pod in service_pods():
         if ready(pod):
             r = httpx.post(
-                f"http://{pod['status']['podIP']}:8000/predict",
+                f"{pod_url(pod)}/predict",
                 json={"instances": [sample_row]},
                 timeout=10,
             )
