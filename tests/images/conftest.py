@@ -87,18 +87,27 @@ class Images:
     version: str  # the tag and version label scripts/build-images.sh uses
 
 
+def build_images(
+    which: str, env: dict[str, str] | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess[str]:
+    """scripts/build-images.sh WHICH (all, service or mlflow), finished."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-images.sh"), which],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def images() -> Images:
     """Both images, built by scripts/build-images.sh (the stand-in base when no registry)."""
     before = git_state()
     t0 = time.monotonic()
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "build-images.sh"), "all"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        cwd=REPO,
-    )
+    proc = build_images("all")
     assert proc.returncode == 0, f"build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     build_seconds = time.monotonic() - t0
     after = git_state()

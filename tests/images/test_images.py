@@ -31,6 +31,7 @@ from tests.images.conftest import (
     REPO,
     Container,
     Images,
+    build_images,
     free_port,
     git,
     podman,
@@ -163,14 +164,7 @@ def test_a_warm_rebuild_relabels_the_image(images: Images) -> None:
     source = f"https://example.test/beyondfit/{tag}"
     env = {**os.environ, "BEYONDFIT_IMAGE_TAG": tag, "BEYONDFIT_SOURCE_URL": source}
     try:
-        proc = subprocess.run(
-            ["bash", str(REPO / "scripts" / "build-images.sh"), "service"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            cwd=REPO,
-            env=env,
-        )
+        proc = build_images("service", env=env, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
         labels = json.loads(podman("image", "inspect", f"{name}:{tag}").stdout)[0]["Config"][
             "Labels"
