@@ -27,7 +27,7 @@ os.environ["BEYONDFIT_GUNICORN_MASTER_PID"] = str(os.getpid())
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "app.worker.BalancedUvicornWorker"
 graceful_timeout = _settings.graceful_timeout
 # A replacement worker loads its model before it heartbeats; leave room for that.
 timeout = int(_settings.replacement_load_timeout_seconds) + 30

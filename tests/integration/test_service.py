@@ -6,6 +6,8 @@ import json
 import math
 import os
 import signal
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -151,6 +153,54 @@ def test_health_model_and_openapi(service: Service, registered_model: Registered
     assert sorted(instance["required"]) == sorted(registered_model.feature_names)
     assert set(body["example"]["instances"][0]) == set(registered_model.feature_names)
     assert httpx.get(f"{service.url}/docs").status_code == 200
+
+
+def test_a_burst_of_keep_alive_connections_is_shared_by_both_workers(
+    service: Service, registered_model: RegisteredModel
+) -> None:
+    """A client pool opening 8 connections at once, each with a prediction to make (as wrk
+    does): each worker must take some of them. The first worker to wake used to accept the
+    whole burst while the other idled. Three bursts, since an unbalanced accept still splits
+    a burst by luck now and then."""
+    port = int(service.url.rsplit(":", 1)[1])
+    workers = service.worker_pids()
+    body = json.dumps({"instances": rows(registered_model, 1)}).encode()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    for _ in range(3):
+        held = _burst(port, workers, 8, request)
+        assert sum(held.values()) == 8, held
+        assert min(held.values()) >= 2, held
+
+
+def _burst(port: int, workers: list[int], n: int, request: bytes) -> dict[int, int]:
+    """Opens n connections and sends a request on each while the workers are paused (the
+    kernel completes the handshakes and buffers the requests), resumes the workers, reads the
+    answers, and returns how many connections each worker holds."""
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    conns = []
+    try:
+        for _ in range(n):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+            conns[-1].sendall(request)
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        for c in conns:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        ss = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return {pid: ss.count(f"pid={pid},") for pid in workers}
+    finally:
+        for c in conns:
+            c.close()
 
 
 def test_direct_loader_and_mlflow_loader_serve_the_same_model(
