@@ -9,7 +9,9 @@ ConfigMap with the Grafana sidecar label; tests/monitoring/test_dashboard.py che
 schema, that every query parses in a real Prometheus, and that it equals this script's output.
 
 Conventions every panel follows: the datasource is the `datasource` variable, every query
-selects `job=~"$job"`, every rate() uses `$__rate_interval`, every panel has a unit, and
+selects `namespace=~"$namespace", job=~"$job"` (two releases of one name in two namespaces
+stay apart; outside Kubernetes "All" is `.*`, which also matches series without a namespace),
+every rate() uses `$__rate_interval`, every panel has a unit, and
 the panels with an alert behind them draw the alert's threshold.
 """
 
@@ -39,7 +41,7 @@ RUNBOOK = "https://github.com/beyondfit/beyondfit/blob/main/docs/runbook.md"
 REGENERATE = "make dashboards"
 
 DATASOURCE = dashboard_models.DataSourceRef(type_val="prometheus", uid="${datasource}")
-SEL = 'job=~"$job"'
+SEL = 'namespace=~"$namespace", job=~"$job"'
 
 # Thresholds drawn on the panels: the same numbers as the alerts (charts/beyondfit/files/rules).
 LATENCY_OBJECTIVE_S = 0.25
@@ -177,10 +179,22 @@ def build() -> dict[str, Any]:
             dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
         )
         .with_variable(
+            dashboard.QueryVariable("namespace")
+            .label("Namespace")
+            .description("Kubernetes namespaces with a beyondfit job (none outside Kubernetes)")
+            .query("label_values(model_loaded, namespace)")
+            .datasource(DATASOURCE)
+            .refresh(dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+        )
+        .with_variable(
             dashboard.QueryVariable("job")
             .label("Job")
             .description("beyondfit jobs: every job that exports model_loaded")
-            .query("label_values(model_loaded, job)")
+            .query('label_values(model_loaded{namespace=~"$namespace"}, job)')
             .datasource(DATASOURCE)
             .refresh(dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)

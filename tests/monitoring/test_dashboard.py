@@ -173,9 +173,15 @@ def _targets(board: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def substitute(expr: str, job: str = "beyondfit", rate_interval: str = "1m") -> str:
-    """What Grafana sends to Prometheus: variables replaced by values."""
-    return expr.replace("$__rate_interval", rate_interval).replace("$job", job)
+def substitute(
+    expr: str, job: str = "beyondfit", rate_interval: str = "1m", namespace: str = ".*"
+) -> str:
+    """What Grafana sends to Prometheus: variables replaced by values (namespace: "All")."""
+    return (
+        expr.replace("$__rate_interval", rate_interval)
+        .replace("$job", job)
+        .replace("$namespace", namespace)
+    )
 
 
 def test_file_is_what_the_generator_writes_now() -> None:
@@ -196,11 +202,13 @@ def test_unique_panel_ids(board: dict[str, Any]) -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_job_variable_and_selector(board: dict[str, Any]) -> None:
-    names = {v["name"] for v in board["templating"]["list"]}
-    assert {"datasource", "job"} <= names
+def test_namespace_and_job_variables_and_selector(board: dict[str, Any]) -> None:
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert {"datasource", "namespace", "job"} <= set(variables)
+    assert variables["namespace"]["allValue"] == ".*"  # matches series without a namespace
+    assert "$namespace" in json.dumps(variables["job"]["query"])  # jobs of those namespaces
     for title, expr in _targets(board):
-        assert 'job=~"$job"' in expr, (title, expr)
+        assert 'namespace=~"$namespace", job=~"$job"' in expr, (title, expr)
 
 
 def test_rate_interval_in_every_rate(board: dict[str, Any]) -> None:
