@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.versions import pinned_versions
+
 REPO = Path(__file__).resolve().parents[2]
 CHARTS_DIR = REPO / "charts"
 CHARTS = ("beyondfit", "mlflow")
@@ -24,17 +26,7 @@ CACHE = Path(os.environ.get("BEYONDFIT_CACHE", "/var/cache/beyondfit"))
 os.environ["PATH"] = f"{CACHE / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for line in (REPO / "scripts" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            out[key] = value.strip().strip('"')
-    return out
-
-
-VERSIONS = _versions()
+VERSIONS = pinned_versions()
 K8S_VERSION = VERSIONS["K8S_VERSION"].lstrip("v")  # the cluster's release: 1.32.x
 RELEASE = "demo"
 NAMESPACE = "beyondfit"

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.versions import pinned_versions
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = REPO_ROOT / "cluster"
 KUBECONFIG = Path(os.environ.get("BEYONDFIT_KUBECONFIG", "/var/lib/beyondfit-cluster/kubeconfig"))
@@ -31,19 +33,10 @@ RESTRICTED_CONTAINER: dict[str, Any] = {
 }
 
 
-def _versions() -> dict[str, str]:
-    pins = {}
-    for line in (REPO_ROOT / "scripts" / "versions.env").read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            pins[key.strip()] = value.strip()
-    return pins
-
-
 def kubectl_binary() -> str:
     """The kubectl that cluster/build.sh built for the pinned release, else the one on PATH."""
     cache = Path(os.environ.get("BEYONDFIT_CACHE", "/var/cache/beyondfit"))
-    built = cache / "k8s" / _versions().get("K8S_VERSION", "none") / "bin" / "kubectl"
+    built = cache / "k8s" / pinned_versions().get("K8S_VERSION", "none") / "bin" / "kubectl"
     if built.exists():
         return str(built)
     found = shutil.which("kubectl")

@@ -7,6 +7,7 @@ cluster/images.sh builds with podman and loads into containerd (no registry).
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ import pytest
 from tests.cluster.k8s_helpers import (
     BUSYBOX_IMAGE,
     NODE_NAME,
+    REPO_ROOT,
     RESTRICTED_CONTAINER,
     apply,
     kubectl,
     kubectl_json,
     wait_until,
 )
+from tests.support.versions import pinned_versions
 
 WEB_PORT = 8080
 
@@ -130,6 +133,38 @@ def test_node_is_registered_and_ready(cluster: Path) -> None:
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
     server = kubectl_json("version")["serverVersion"]
     assert server["gitVersion"] == node["status"]["nodeInfo"]["kubeletVersion"]
+
+
+def test_the_running_release_is_the_pinned_one_built_from_go_mod(cluster: Path) -> None:
+    """versions.env names the release, cluster/k8s-build/go.mod requires it, and the API
+    server and kubelet report it: a go.mod bump without a versions.env bump (or the reverse)
+    fails here instead of running stale cached binaries."""
+    pinned = pinned_versions()["K8S_VERSION"]
+    go_mod = (REPO_ROOT / "cluster" / "k8s-build" / "go.mod").read_text()
+    required = re.search(r"^\s*k8s\.io/kubernetes (v\S+)$", go_mod, re.MULTILINE)
+    assert required, "go.mod does not require k8s.io/kubernetes"
+    assert required.group(1) == pinned
+    assert kubectl_json("version")["serverVersion"]["gitVersion"] == pinned
+    node = kubectl_json("get", "node", NODE_NAME)
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == pinned
+
+
+def test_rbac_and_node_restriction_are_enforced(cluster: Path) -> None:
+    """--authorization-mode=Node,RBAC and the NodeRestriction admission plugin, shown by what
+    they deny (AlwaysAllow or a missing plugin would allow both)."""
+    anyone = "system:serviceaccount:default:default"
+    can = kubectl("auth", "can-i", "list", "secrets", "-n", "kube-system", "--as", anyone,
+                  check=False)  # fmt: skip
+    assert can.stdout.strip() == "no", can.stdout + can.stderr
+    assert kubectl("auth", "can-i", "list", "secrets", "-n", "kube-system").stdout.strip() == "yes"
+    as_node = ["--as", f"system:node:{NODE_NAME}", "--as-group", "system:nodes"]
+    node_secrets = kubectl("auth", "can-i", "list", "secrets", "-A", *as_node, check=False)
+    assert node_secrets.stdout.strip() == "no", "the Node authorizer lets a kubelet list secrets"
+    label = "node-restriction.kubernetes.io/planted-by-test=x"
+    relabel = kubectl("label", "node", NODE_NAME, label, *as_node, check=False)
+    assert relabel.returncode != 0, "NodeRestriction let the kubelet set a restricted label"
+    assert "forbidden" in relabel.stderr
+    assert "node-restriction.kubernetes.io/planted-by-test" in relabel.stderr
 
 
 def test_pod_runs_under_restricted_pod_security(web: dict[str, str]) -> None:

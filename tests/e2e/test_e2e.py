@@ -414,8 +414,9 @@ def test_slow_model_load_does_not_restart_pods_then_they_become_ready(
 def test_helm_test_passes_and_the_service_answers_with_the_registered_version(
     first_model: dict[str, Any], sample_row: dict[str, float]
 ) -> None:
-    out = helm("test", "beyondfit", "--timeout", "5m")
-    assert "Phase:          Succeeded" in out.stdout, out.stdout
+    for release in ("mlflow", "beyondfit"):
+        out = helm("test", release, "--timeout", "5m")
+        assert "Phase:          Succeeded" in out.stdout, out.stdout
     url = service_url("beyondfit")
     r = httpx.post(f"{url}/predict", json={"instances": [sample_row]}, timeout=10)
     assert r.status_code == 200, r.text
