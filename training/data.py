@@ -107,15 +107,22 @@ def features_and_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame,
     with_nan = {str(c): int(n) for c, n in X.isna().sum().items() if n}
     if with_nan:
         raise DataError(f"missing values in feature columns (column: count): {with_nan}")
-    columns = {}
-    for c in X.columns:
-        if is_categorical(X[c]):
-            columns[str(c)] = pd.Series(
-                [str(v) for v in X[c].tolist()], index=X.index, dtype=object
-            )
-        else:
-            columns[str(c)] = X[c].astype("float64")
-    X = pd.DataFrame(columns, index=X.index)
+    categorical = [c for c in X.columns if is_categorical(X[c])]
+    if not categorical:
+        # One float64 block, laid out as before string columns were accepted: the memory
+        # layout decides which BLAS kernel predict uses, and so the last bits of a probability.
+        X = X.astype("float64")
+    else:
+        X = pd.DataFrame(
+            {
+                c: pd.Series([str(v) for v in X[c].tolist()], index=X.index, dtype=object)
+                if c in categorical
+                else X[c].astype("float64")
+                for c in X.columns
+            },
+            index=X.index,
+        )
+    X.columns = [str(c) for c in X.columns]
     if y.isna().any():
         raise DataError(f"missing values in target column {target!r}: {int(y.isna().sum())}")
     if y.nunique() < 2:
