@@ -51,6 +51,21 @@ PSI_MODERATE = 0.1
 PSI_ALERT = 0.25
 
 
+def _label_variable(name: str, description: str, query: str) -> dashboard.QueryVariable:
+    """A multi-value, "All"-able variable over the values of one label, sorted."""
+    return (
+        dashboard.QueryVariable(name)
+        .label(name.capitalize())
+        .description(description)
+        .query(query)
+        .datasource(DATASOURCE)
+        .refresh(dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+    )
+
+
 def _thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
     return (
         dashboard.ThresholdsConfig()
@@ -179,27 +194,18 @@ def build() -> dict[str, Any]:
             dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
         )
         .with_variable(
-            dashboard.QueryVariable("namespace")
-            .label("Namespace")
-            .description("Kubernetes namespaces with a beyondfit job (none outside Kubernetes)")
-            .query("label_values(model_loaded, namespace)")
-            .datasource(DATASOURCE)
-            .refresh(dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
+            _label_variable(
+                "namespace",
+                "Kubernetes namespaces with a beyondfit job (none outside Kubernetes)",
+                "label_values(model_loaded, namespace)",
+            ).all_value(".*")
         )
         .with_variable(
-            dashboard.QueryVariable("job")
-            .label("Job")
-            .description("beyondfit jobs: every job that exports model_loaded")
-            .query('label_values(model_loaded{namespace=~"$namespace"}, job)')
-            .datasource(DATASOURCE)
-            .refresh(dashboard_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
+            _label_variable(
+                "job",
+                "beyondfit jobs: every job that exports model_loaded",
+                'label_values(model_loaded{namespace=~"$namespace"}, job)',
+            )
         )
         .with_row(overview)
         .with_panel(
