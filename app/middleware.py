@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_response
+from app.errors import INTERNAL_ERROR, error_response
 from app.logs import request_id_var
 from app.metrics import Metrics
 
@@ -81,9 +81,7 @@ class RequestContextMiddleware:
             if started:
                 raise
             error_log.exception("unhandled error", extra={"path": scope["path"]})
-            response = error_response(
-                500, "internal error; the request id identifies it in the logs"
-            )
+            response = error_response(500, INTERNAL_ERROR)
             await response(scope, receive, send_with_headers)
         finally:
             path = scope["path"]
