@@ -465,7 +465,9 @@ def test_alias_move_is_served_without_pod_restart(
     r = httpx.post(f"{url}/predict", json={"instances": [sample_row]}).json()
     assert r["model_version"] == str(second["version"])
     now = service_pods()
-    for pod in now:  # each pod, each worker (a new connection per request spreads them)
+    # each Ready pod, each worker (a new connection per request spreads them); a pod the HPA
+    # is only now adding has no address yet
+    for pod in (p for p in now if ready(p)):
         served = {
             httpx.post(
                 f"{pod_url(pod)}/predict", json={"instances": [sample_row]}, timeout=10
