@@ -29,9 +29,24 @@ leave_host_clean() {
   exit "$status"
 }
 
+# The layers that use what a machine has only one of (the local cluster, podman's image
+# store) take a host-wide lock, so two checkouts on one machine queue instead of breaking
+# each other's runs. `all` holds it for the whole run.
+HOST_LOCK=${BEYONDFIT_HOST_LOCK:-/var/lock/beyondfit-host.lock}
+take_host_lock() {
+  [ -n "${BEYONDFIT_HOST_LOCK_HELD:-}" ] && return 0
+  exec 9>"$HOST_LOCK"
+  if ! flock -n 9; then
+    log "waiting for the host lock $HOST_LOCK (another run uses the cluster or the images)"
+    flock 9
+  fi
+  export BEYONDFIT_HOST_LOCK_HELD=1
+}
+
 layer=${1:-all}; shift || true
 if [ "$layer" = all ]; then
   start=$SECONDS
+  take_host_lock
   if [ "$(id -u)" = 0 ] && ! cluster_up; then trap leave_host_clean EXIT; fi
   bash scripts/lint.sh
   for l in "${LAYERS[@]}"; do
@@ -41,5 +56,6 @@ if [ "$layer" = all ]; then
   done
   log "whole suite took $((SECONDS - start)) s"
 else
+  case $layer in images|cluster|e2e|ansible) take_host_lock ;; esac
   run_layer "$layer" "$@"
 fi
