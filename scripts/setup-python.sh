@@ -10,6 +10,10 @@ py=$(command -v python3.11 || command -v python3) || die "python3 not found"
 
 key=$(cat requirements/app.in requirements/dev.in requirements/constraints.txt | sha256sum | cut -c1-16)
 venv="$BEYONDFIT_CACHE/venvs/$key"
+mkdir -p "$BEYONDFIT_CACHE/venvs"
+# One builder per environment: a second checkout waits instead of deleting a half-built one.
+exec 8>"$venv.lock"
+flock 8
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   log "building the Python environment $venv (a few minutes, once)"
   rm -rf "$venv"
