@@ -182,7 +182,8 @@ def test_make_demo_runs_everything_with_prometheus_and_ctrl_c_stops_it_all(
     out = demo.output
     # make passes the interrupt on by dying of it (-SIGINT), without an error of its own
     assert code == -signal.SIGINT, out[-2000:]
-    assert "stopping 3 processes" in out and "] stopped" in out, out[-2000:]
+    assert "stopping 3 processes" in out, out[-2000:]
+    assert "] stopped" in out, out[-2000:]
     assert "error" not in out.split(STARTED)[1].lower(), out[-2000:]
     assert_nothing_left(demo, pids)
 
