@@ -28,6 +28,7 @@ import numpy as np
 
 from training.data import DataError, categorical_columns, fingerprint, load_dataset, split
 from training.metrics import classification_metrics
+from training.tracking import using_tracking_uri
 from training.train import build_pipeline, config_from_params, package_tags
 
 EXIT_IDENTICAL = 0
@@ -92,13 +93,17 @@ def reproduce(
     """Rebuild run ``run_id``'s model and compare it with the logged model.
 
     Raises FingerprintMismatchError when the data differ from what the run trained on.
+    ``tracking_uri``, when given, is used for this call only.
     """
+    with using_tracking_uri(tracking_uri):
+        return _reproduce(run_id, data)
+
+
+def _reproduce(run_id: str, data: str | Path | None) -> ReproduceResult:
     import mlflow
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     run = MlflowClient().get_run(run_id)
     params: dict[str, str] = dict(run.data.params)
     tags: dict[str, str] = dict(run.data.tags)

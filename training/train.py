@@ -46,6 +46,7 @@ from training.data import (
     split,
 )
 from training.metrics import METRICS, classification_metrics, f1_average
+from training.tracking import using_tracking_uri
 
 ESTIMATORS = ("logreg", "random_forest")
 #: skops refuses to load types it does not trust; the trees of a random forest are one.
@@ -276,7 +277,15 @@ def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train, log, register and gate one model. See the module docstring and docs/training.md."""
+    """Train, log, register and gate one model. See the module docstring and docs/training.md.
+
+    ``config.tracking_uri``, when given, is used for this call only: MLflow's process-wide
+    tracking URI is as it was afterwards."""
+    with using_tracking_uri(config.tracking_uri):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> TrainResult:
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -289,8 +298,6 @@ def train(config: TrainConfig) -> TrainResult:
     estimator_params(config)  # validates the estimator name
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    if config.tracking_uri:
-        mlflow.set_tracking_uri(config.tracking_uri)
 
     X, y, source = load_dataset(config.dataset, config.data, config.target)
     config = replace(config, target=str(y.name))

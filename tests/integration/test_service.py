@@ -242,7 +242,6 @@ def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
             return (estimator.predict_proba(model_input)[:, 1] > 0.9).astype(int)
 
     X = registered_model.X_test
-    mlflow.set_tracking_uri(mlflow_server.url)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -900,7 +899,6 @@ def test_a_model_with_string_columns_is_served_through_the_registry(
         [("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder=StandardScaler()
     )
     model = make_pipeline(encode, LogisticRegression()).fit(X, y)
-    mlflow.set_tracking_uri(mlflow_server.url)
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             model,
