@@ -221,9 +221,9 @@ def test_direct_loader_and_mlflow_loader_serve_the_same_model(
     for key in ("signature", "input_example", "features", "run_id"):
         assert a[key] == b[key], key
     reference = "model_feature_reference_ratio"
-    assert sample_value(scrape(service.url), reference, feature="mean radius") == sample_value(
-        scrape(via_mlflow.url), reference, feature="mean radius"
-    )
+    ratio = sample_value(scrape(service.url), reference, feature="mean radius")
+    assert ratio is not None  # both could be missing: compare only what is there
+    assert ratio == sample_value(scrape(via_mlflow.url), reference, feature="mean radius")
 
 
 def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
@@ -795,13 +795,16 @@ def test_service_started_before_mlflow_waits_then_serves_without_it(
             assert r.status_code == 200, r.text
         assert httpx.get(f"{svc.url}/health/ready").status_code == 200
         errors_before = sample_value(scrape(svc.url), "model_reloads_total", result="error") or 0
-        time.sleep(2)  # a few failed alias checks happen meanwhile: still serving, same workers
+        # each failed alias check counts (BeyondfitModelReloadFailed tells the operator):
+        # wait for a few, then the service still serves with the same workers
+        deadline = time.monotonic() + 60
+        errors = errors_before
+        while errors < errors_before + 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            errors = sample_value(scrape(svc.url), "model_reloads_total", result="error") or 0
+        assert errors >= errors_before + 2, "no failed alias check counted in 60 s"
         assert httpx.post(f"{svc.url}/predict", json=body).status_code == 200
         assert svc.worker_pids() == pids
-        # each failed check counts: BeyondfitModelReloadFailed tells the operator
-        errors = sample_value(scrape(svc.url), "model_reloads_total", result="error")
-        assert errors is not None
-        assert errors > errors_before
     finally:
         late.stop()
 
