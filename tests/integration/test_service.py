@@ -160,8 +160,9 @@ def test_a_burst_of_keep_alive_connections_is_shared_by_both_workers(
 ) -> None:
     """A client pool opening 8 connections at once, each with a prediction to make (as wrk
     does): each worker must take some of them. The first worker to wake used to accept the
-    whole burst in one go while the other idled. Three bursts, since an unbalanced accept
-    still splits a burst by luck now and then.
+    whole burst in one go while the other idled. Five bursts, judged together: an unbalanced
+    accept still splits a burst by luck now and then, and a balanced one may lose a burst to
+    a worker busy elsewhere (a registry check) at that moment.
 
     On a loaded machine the worker the scheduler resumes first could accept and serve the
     whole burst before the other one ran at all, whatever its accept loop does (this failed
@@ -178,10 +179,10 @@ def test_a_burst_of_keep_alive_connections_is_shared_by_both_workers(
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    bursts = [_burst(port, workers, 8, request) for _ in range(3)]
+    bursts = [_burst(port, workers, 8, request) for _ in range(5)]
     assert all(sum(held.values()) == 8 for held in bursts), bursts
-    assert all(min(held.values()) >= 1 for held in bursts), bursts
-    assert min(sum(held[pid] for held in bursts) for pid in workers) >= 6, bursts
+    # over the five bursts each worker holds at least a quarter of the 40 connections
+    assert min(sum(held[pid] for held in bursts) for pid in workers) >= 10, bursts
 
 
 def _burst(port: int, workers: list[int], n: int, request: bytes) -> dict[int, int]:
