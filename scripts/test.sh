@@ -37,7 +37,8 @@ leave_host_clean() {
 
 # The layers that use what a machine has only one of (the local cluster, podman's image
 # store) take a host-wide lock, so two checkouts on one machine queue instead of breaking
-# each other's runs. `all` holds it for the whole run.
+# each other's runs. `all` takes it at its first such layer and holds it to the end (it
+# may bring the cluster down there).
 HOST_LOCK=${BEYONDFIT_HOST_LOCK:-/var/lock/beyondfit-host.lock}
 take_host_lock() {
   [ -n "${BEYONDFIT_HOST_LOCK_HELD:-}" ] && return 0
@@ -52,10 +53,15 @@ take_host_lock() {
 layer=${1:-all}; shift || true
 if [ "$layer" = all ]; then
   start=$SECONDS
-  take_host_lock
-  if [[ " ${LAYERS[*]} " =~ \ (cluster|e2e)\  ]] && [ "$(id -u)" = 0 ] && ! cluster_up; then
-    trap leave_host_clean EXIT
-  fi
+  # host_layer LAYER: the lock first; then, the first time, whether the cluster is ours to
+  # bring down at the end (it is unless it was already up).
+  host_layer() {
+    [ -n "${BEYONDFIT_HOST_LOCK_HELD:-}" ] && return 0
+    take_host_lock
+    if [[ " ${LAYERS[*]} " =~ \ (cluster|e2e)\  ]] && [ "$(id -u)" = 0 ] && ! cluster_up; then
+      trap leave_host_clean EXIT
+    fi
+  }
   # A failed step does not stop the run: every layer runs, and the summary names each
   # failure, so one run shows everything that is broken.
   failed=() summary=()
@@ -66,7 +72,10 @@ if [ "$layer" = all ]; then
     log "$name: $result in $((SECONDS - t)) s"
   }
   step lint bash scripts/lint.sh
-  for l in "${LAYERS[@]}"; do step "$l" run_layer "$l" "$@"; done
+  for l in "${LAYERS[@]}"; do
+    case $l in images|cluster|e2e|ansible) host_layer ;; esac
+    step "$l" run_layer "$l" "$@"
+  done
   log "summary (whole suite: $((SECONDS - start)) s)"
   printf '  %s\n' "${summary[@]}" >&2
   if [ ${#failed[@]} -gt 0 ]; then
