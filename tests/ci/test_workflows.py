@@ -148,9 +148,6 @@ def test_every_layer_is_a_ci_job_or_documented_as_workstation_only() -> None:
     }
     for layer in layers():
         if layer in WORKSTATION_ONLY:
-            assert not any(
-                ["scripts/ci.sh", "make", layer_target(layer)] in cmds for cmds in commands.values()
-            )
             continue
         target = layer_target(layer)
         jobs = [j for j, cmds in commands.items() if ["scripts/ci.sh", "make", target] in cmds]
