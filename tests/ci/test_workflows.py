@@ -8,6 +8,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,13 +256,26 @@ def test_checkouts_keep_no_credentials() -> None:
             assert step.get("with", {}).get("persist-credentials") is False, where
 
 
-def test_python_of_the_runners_is_the_pinned_minimum() -> None:
-    (setup,) = [
-        s
-        for s in composite_actions()["setup"].data["runs"]["steps"]
-        if str(s.get("uses", "")).startswith("actions/setup-python@")
-    ]
-    assert setup["with"]["python-version"] == pinned_versions()["PYTHON_MIN"]
+def test_python_and_go_of_the_runners_are_the_pins(tmp_path: Path) -> None:
+    steps = composite_actions()["setup"].data["runs"]["steps"]
+    (pins,) = [s for s in steps if s.get("id") == "pins"]
+    assert run_command(pins) == ["scripts/ci.sh", "scripts/ci-versions.sh"]
+    assert steps.index(pins) == 0, "the pins come before the steps that read them"
+    with_of = {str(s.get("uses", "")).split("@")[0]: s.get("with", {}) for s in steps}
+    assert (
+        with_of["actions/setup-python"]["python-version"] == "${{ steps.pins.outputs.PYTHON_MIN }}"
+    )
+    assert with_of["actions/setup-go"]["go-version"] == "${{ steps.pins.outputs.GO_VERSION }}"
+    # what the step writes
+    out = tmp_path / "github_output"
+    subprocess.run(
+        [str(REPO / "scripts/ci-versions.sh")], env={"GITHUB_OUTPUT": str(out)}, check=True
+    )
+    written = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    pins_env = pinned_versions()
+    assert written["PYTHON_MIN"] == pins_env["PYTHON_MIN"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", written["GO_VERSION"]), written["GO_VERSION"]
+    assert written == pins_env
 
 
 def test_pip_and_go_build_caches() -> None:
