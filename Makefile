@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help setup demo test test-unit test-integration test-monitoring test-charts \
-        test-images test-cluster e2e dashboards lint format bench load image cluster-up cluster-down clean
+        test-ci test-images test-cluster e2e dashboards lint format bench load image cluster-up cluster-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ test: setup ## the whole suite, as CI runs it (installs what it needs)
 
 test-unit: setup ## fast tests: no servers
 	@bash scripts/test.sh unit
+
+test-ci: setup ## the GitHub Actions workflows: actionlint, gating, every step a repository command
+	@bash scripts/test.sh ci
 
 test-integration: setup ## real MLflow server + real gunicorn
 	@bash scripts/test.sh integration

@@ -7,7 +7,7 @@
 cd "$REPO_ROOT"
 
 # shellcheck disable=SC2206 # a list of layer names, split on spaces
-LAYERS=(${BEYONDFIT_TEST_LAYERS:-unit integration monitoring charts images cluster e2e})
+LAYERS=(${BEYONDFIT_TEST_LAYERS:-unit ci integration monitoring charts images cluster e2e})
 
 # run_layer LAYER ARGS...: its set-up, then its tests; the status says whether both passed.
 # (Called in a condition, where bash ignores `set -e`: every failure returns explicitly.)
