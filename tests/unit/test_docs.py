@@ -233,3 +233,14 @@ def test_shell_comment_stripping_keeps_quoted_hashes() -> None:
     assert strip_comment("echo '#x' # note") == "echo '#x' "
     assert strip_comment("a#b") == "a#b"
     assert Path(REPO / "README.md") in documents()
+
+
+def test_the_service_charts_tracking_uris_use_the_mlflow_charts_port() -> None:
+    files = [REPO / "charts/beyondfit/values.yaml",
+             *sorted((REPO / "charts/beyondfit/environments").glob("values-*.yaml"))]  # fmt: skip
+    for path in files:
+        uri = (yaml.safe_load(path.read_text()).get("mlflow") or {}).get("trackingUri")
+        if uri and re.match(r"http://mlflow[.:/]", uri):
+            port = re.search(r":(\d+)", uri.removeprefix("http://"))
+            assert port is not None, f"{path}: {uri}"
+            assert int(port.group(1)) == chart_service_ports()["mlflow"], f"{path}: {uri}"
