@@ -111,7 +111,7 @@ cat <<TXT
     MLflow UI      http://127.0.0.1:$MLFLOW_PORT
     API docs       http://127.0.0.1:$BEYONDFIT_PORT/docs
     metrics        http://127.0.0.1:$BEYONDFIT_PORT/metrics
-    Prometheus     http://127.0.0.1:$PROMETHEUS_PORT   (alerts: /alerts)
+    Prometheus     http://127.0.0.1:$PROMETHEUS_PORT   (alerts: http://127.0.0.1:$PROMETHEUS_PORT/classic/alerts)
     logs           $DEMO_DIR/*.log
 
   Train again (the gate decides whether the new version becomes champion; the service

@@ -29,7 +29,7 @@ import numpy as np
 from training.data import DataError, categorical_columns, fingerprint, load_dataset, split
 from training.metrics import classification_metrics
 from training.tracking import using_tracking_uri
-from training.train import build_pipeline, config_from_params, package_tags
+from training.train import build_pipeline, config_from_params, package_tags, require_tracking_uri
 
 EXIT_IDENTICAL = 0
 EXIT_DIFFERENT = 1
@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    require_tracking_uri(parser)
     try:
         result = reproduce(args.run_id, args.data)
     except FingerprintMismatchError as exc:

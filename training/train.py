@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -571,6 +572,21 @@ def describe(result: TrainResult, alias: str) -> str:
     )
 
 
+NO_TRACKING_URI = (
+    "MLFLOW_TRACKING_URI is not set: point it at the tracking server, e.g. "
+    "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 (the one `make demo` starts); without it "
+    "MLflow would write a new, empty ./mlflow.db into the current directory"
+)
+
+
+def require_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    """The command-line tools need a tracking server named explicitly: MLflow's fallback is
+    a SQLite file in the current directory, which knows none of the runs and models and
+    litters the work tree (making every later run's ``git_dirty`` true)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        parser.error(NO_TRACKING_URI)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -578,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--data needs --target COL")
     if not 0.0 < args.test_size < 1.0:
         parser.error("--test-size must be between 0 and 1")
+    require_tracking_uri(parser)
     config = config_from_args(args)
     try:
         with _stdout_to_stderr(args.json):
