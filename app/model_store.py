@@ -22,7 +22,14 @@ import numpy as np
 
 from app.metrics import FeatureBinCounter, Metrics
 from app.predictor import Prediction, Predictor, PyfuncPredictor, SklearnPredictor
-from app.registry import NeedsMlflowError, RestRegistry, load_sklearn
+from app.registry import (
+    NeedsMlflowError,
+    RestRegistry,
+    TrustPolicy,
+    UntrustedModelError,
+    load_sklearn,
+    read_mlmodel,
+)
 from app.schema import InputSchema, ModelInput, UnsupportedSignatureError, input_schema
 from app.settings import Settings
 
@@ -89,6 +96,7 @@ class ModelStore:
         self.current: LoadedModel | None = None
         self._refused: set[str] = set()
         self._client: Any = None
+        self.policy = TrustPolicy(tuple(settings.trusted_types), settings.allow_unsafe_models)
         self._registry = direct_registry(settings)
         """The REST client of the direct loader; None when MLflow's own client must be used."""
         self.first_load = asyncio.Event()
@@ -148,7 +156,10 @@ class ModelStore:
     # -- loading and checking -------------------------------------------------------------
     def load(self, ref: ModelRef) -> LoadedModel:
         """Downloads, builds and checks one version; ModelRefusedError if it must not serve."""
-        parts = self._load_direct(ref) or self._load_with_mlflow(ref)
+        try:
+            parts = self._load_direct(ref) or self._load_with_mlflow(ref)
+        except UntrustedModelError as e:
+            raise ModelRefusedError(f"untrusted model: {e}") from e
         try:
             schema = input_schema(parts.signature, self.settings.max_batch_size)
         except UnsupportedSignatureError as e:
@@ -179,7 +190,7 @@ class ModelStore:
             bins=None
             if not bins
             else FeatureBinCounter(self.metrics, bins["features"], schema.names),
-            loader="mlflow" if parts.pyfunc is not None else "direct",
+            loader=parts.loader,
         )
 
     def _load_direct(self, ref: ModelRef) -> _Parts | None:
@@ -189,21 +200,40 @@ class ModelStore:
             return None
         with tempfile.TemporaryDirectory(prefix="beyondfit-model-") as tmp:
             try:
-                mlmodel = rest.fetch_model(ref.name, ref.version, Path(tmp))
-                model = load_sklearn(Path(tmp), mlmodel)
+                mlmodel = rest.fetch_model(ref.name, ref.version, Path(tmp), self.policy)
+                model = load_sklearn(Path(tmp), mlmodel, self.policy)
             except NeedsMlflowError as e:
                 log.info(
                     "loading through MLflow",
                     extra={"model_version": ref.version, "reason": str(e)},
                 )
                 return None
-        return _Parts(model.signature, model.metadata, model.estimator, None, model.example_rows)
+        return _Parts(
+            model.signature, model.metadata, model.estimator, None, model.example_rows, "direct"
+        )
 
     def _load_with_mlflow(self, ref: ModelRef) -> _Parts:
+        """MLflow's client fetches the model (any artifact store it reaches). Unless the
+        unsafe switch is on, only the download is MLflow's: the files are read under the
+        trust policy, exactly as the direct loader reads them."""
         import mlflow.pyfunc
 
         if self.settings.mlflow_tracking_uri:
             mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+        if not self.policy.allow_unsafe:
+            import mlflow.artifacts
+
+            with tempfile.TemporaryDirectory(prefix="beyondfit-model-") as tmp:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=tmp
+                    )
+                )
+                mlmodel = read_mlmodel(local / "MLmodel")
+                model = load_sklearn(local, mlmodel, self.policy)
+            return _Parts(
+                model.signature, model.metadata, model.estimator, None, model.example_rows, "mlflow"
+            )
         # suppress_warnings skips the scan of every installed package against the model's
         # requirements (seconds, on every load).
         pyfunc = mlflow.pyfunc.load_model(
@@ -220,6 +250,7 @@ class ModelStore:
             raw,
             pyfunc,
             _pyfunc_example_rows(pyfunc),
+            "mlflow",
         )
 
     def _swap(self, model: LoadedModel) -> None:
@@ -310,6 +341,7 @@ class _Parts:
     estimator: Any
     pyfunc: Any
     example_rows: list[dict[str, Any]] | None
+    loader: str
 
 
 def _pyfunc_example_rows(pyfunc: Any) -> list[dict[str, Any]] | None:

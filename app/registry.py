@@ -8,7 +8,14 @@ module does exactly that with the standard library, PyYAML and the model's own s
 
 What it does not cover raises `NeedsMlflowError`, and the caller loads with MLflow instead:
 a tracking URI that is not http(s), an artifact location the server does not proxy and that is
-not on this machine, a model without the `sklearn` flavor or with custom code paths.
+not on this machine.
+
+A model version is code unless it is proven otherwise, so every file is read under a
+`TrustPolicy` (docs/security.md): only skops files, and only with the types the service
+trusts (never the list the model's own MLmodel file names); pickle, cloudpickle, custom code
+paths and models without the sklearn flavor (MLflow's pyfunc, models-from-code) raise
+`UntrustedModelError` unless the operator set the explicit unsafe switch. Every file name the
+MLmodel file gives must stay inside the model directory.
 """
 
 from __future__ import annotations
@@ -38,6 +45,29 @@ class NeedsMlflowError(Exception):
 
 class RegistryError(Exception):
     """The registry answered with an error, or could not be reached."""
+
+
+class UntrustedModelError(Exception):
+    """The model version breaks the trust policy: it must not be deserialized, ever."""
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """What the service agrees to deserialize."""
+
+    trusted_types: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
+    """Types a skops file may hold beyond skops' own safe defaults (scikit-learn, numpy,
+    scipy): fully qualified names, as skops.io.get_untrusted_types spells them."""
+    allow_unsafe: bool = False
+    """Also accept pickle, cloudpickle, custom code paths, MLflow's pyfunc loader and the
+    trusted types a model's MLmodel file names: whoever registers a version runs code."""
+
+    def refuse(self, what: str) -> None:
+        if not self.allow_unsafe:
+            raise UntrustedModelError(
+                f"{what}: only skops files are deserialized "
+                "(BEYONDFIT_ALLOW_UNSAFE_MODELS=true trusts it; see docs/security.md)"
+            )
 
 
 @dataclass(frozen=True)
@@ -124,17 +154,20 @@ class RestRegistry:
             mv = self._json("/model-versions/get", name=name, version=version)["model_version"]
         return Version(mv["name"], str(mv["version"]), mv.get("run_id") or None)
 
-    def fetch_model(self, name: str, version: str, dest: Path) -> dict[str, Any]:
+    def fetch_model(
+        self, name: str, version: str, dest: Path, policy: TrustPolicy
+    ) -> dict[str, Any]:
         """Downloads the MLmodel file and the files the sklearn loader reads into `dest`;
-        returns the parsed MLmodel."""
+        returns the parsed MLmodel. A model the policy refuses is refused before any file
+        other than MLmodel is fetched."""
         uri = self._json("/model-versions/get-download-uri", name=name, version=version)[
             "artifact_uri"
         ]
         fetch = self._artifact_fetcher(uri)
         fetch("MLmodel", dest / "MLmodel")
         mlmodel = read_mlmodel(dest / "MLmodel")
-        for relative in files_to_fetch(mlmodel):
-            target = dest / relative
+        for relative in files_to_fetch(mlmodel, policy):
+            target = inside(dest, relative)
             target.parent.mkdir(parents=True, exist_ok=True)
             fetch(relative, target)
         return mlmodel
@@ -177,43 +210,78 @@ def read_mlmodel(path: Path) -> dict[str, Any]:
     return mlmodel
 
 
-def _sklearn_flavor(mlmodel: dict[str, Any]) -> dict[str, Any]:
+def inside(model_dir: Path, relative: str) -> Path:
+    """`model_dir / relative`, refused unless it stays inside `model_dir` (no absolute path,
+    no `..` out of it, no symlink out of it)."""
+    base = model_dir.resolve()
+    if not relative or Path(relative).is_absolute():
+        raise UntrustedModelError(f"file name {relative!r} in MLmodel is not a relative path")
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base) or target == base:
+        raise UntrustedModelError(f"file name {relative!r} in MLmodel leaves the model directory")
+    return target
+
+
+def _sklearn_flavor(mlmodel: dict[str, Any], policy: TrustPolicy) -> dict[str, Any]:
     flavor = (mlmodel.get("flavors") or {}).get("sklearn")
     if not isinstance(flavor, dict) or not flavor.get("pickled_model"):
+        policy.refuse("the model has no sklearn flavor (MLflow's pyfunc loader runs its code)")
         raise NeedsMlflowError("the model has no sklearn flavor")
     if flavor.get("code"):
+        policy.refuse("the model brings its own code paths")
         raise NeedsMlflowError("the model brings its own code paths")
-    if flavor.get("serialization_format", "cloudpickle") not in ("skops", "cloudpickle", "pickle"):
-        raise NeedsMlflowError(
-            f"unknown serialization format {flavor.get('serialization_format')!r}"
-        )
+    fmt = flavor.get("serialization_format", "cloudpickle")
+    if fmt not in ("skops", "cloudpickle", "pickle"):
+        raise UntrustedModelError(f"unknown serialization format {fmt!r}")
+    if fmt != "skops":
+        policy.refuse(f"the model is serialized with {fmt}, which runs code when loaded")
     return flavor
 
 
-def files_to_fetch(mlmodel: dict[str, Any]) -> list[str]:
-    """The serialized estimator and the input example, relative to the model directory."""
-    files = [str(_sklearn_flavor(mlmodel)["pickled_model"])]
+def files_to_fetch(mlmodel: dict[str, Any], policy: TrustPolicy) -> list[str]:
+    """The serialized estimator and the input example, relative to the model directory;
+    UntrustedModelError for a model the policy refuses or a name that leaves the directory."""
+    files = [str(_sklearn_flavor(mlmodel, policy)["pickled_model"])]
     example = mlmodel.get("saved_input_example_info") or {}
     if example.get("artifact_path"):
         files.append(str(example["artifact_path"]))
+    probe = Path("/model")
+    for relative in files:
+        inside(probe, relative)
     return files
 
 
-def load_sklearn(model_dir: Path, mlmodel: dict[str, Any]) -> SklearnModel:
-    """Deserializes the estimator the way mlflow.sklearn does, with the same safety switch."""
-    flavor = _sklearn_flavor(mlmodel)
-    if not _env_true("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", True):
-        raise RegistryError(
-            "deserializing models is disabled (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false)"
-        )
-    path = model_dir / str(flavor["pickled_model"])
+def load_sklearn(model_dir: Path, mlmodel: dict[str, Any], policy: TrustPolicy) -> SklearnModel:
+    """Deserializes the estimator under the trust policy. A skops file is audited first: a
+    type outside skops' safe defaults and the policy's trusted types refuses the model
+    before any object of it is built."""
+    flavor = _sklearn_flavor(mlmodel, policy)
+    path = inside(model_dir, str(flavor["pickled_model"]))
     if flavor.get("serialization_format", "cloudpickle") == "skops":
         import skops.io
 
-        estimator = skops.io.load(path, trusted=flavor.get("skops_trusted_types"))
+        trusted = list(policy.trusted_types)
+        if policy.allow_unsafe:
+            trusted += list(flavor.get("skops_trusted_types") or [])
+        try:
+            untrusted = skops.io.get_untrusted_types(file=path)
+        except Exception as e:
+            raise UntrustedModelError(f"the skops file cannot be audited: {e}") from e
+        refused = sorted(set(untrusted) - set(trusted))
+        if refused:
+            raise UntrustedModelError(
+                f"the skops file holds types the service does not trust: {refused} "
+                "(BEYONDFIT_TRUSTED_TYPES lists the trusted ones; see docs/security.md)"
+            )
+        estimator = skops.io.load(path, trusted=trusted)
     else:
+        if not _env_true("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", True):
+            raise UntrustedModelError(
+                "deserializing pickled models is disabled "
+                "(MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false)"
+            )
         with path.open("rb") as f:
-            estimator = pickle.load(f)  # noqa: S301 - the same trust MLflow's loader extends
+            estimator = pickle.load(f)  # noqa: S301 - only with BEYONDFIT_ALLOW_UNSAFE_MODELS
     return SklearnModel(
         estimator=estimator,
         signature=mlmodel.get("signature"),
@@ -228,7 +296,7 @@ def _example_rows(model_dir: Path, mlmodel: dict[str, Any]) -> list[dict[str, An
     if info.get("type") != "dataframe" or not info.get("artifact_path"):
         return None
     try:
-        example = json.loads((model_dir / str(info["artifact_path"])).read_text())
+        example = json.loads(inside(model_dir, str(info["artifact_path"])).read_text())
     except (OSError, ValueError):
         return None
     if isinstance(example, dict) and "columns" in example and "data" in example:

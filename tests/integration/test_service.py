@@ -255,7 +255,21 @@ def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
     mlflow.MlflowClient().set_registered_model_alias(
         "thresholded", "champion", info.registered_model_version
     )
-    svc = start_service(BEYONDFIT_MODEL_URI="models:/thresholded@champion")
+    # A pyfunc model is code: the service refuses it unless told to run it.
+    refusing = start_service(BEYONDFIT_MODEL_URI="models:/thresholded@champion")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not sample_value(
+        scrape(refusing.url), "model_reloads_total", result="refused"
+    ):
+        time.sleep(0.5)
+    assert sample_value(scrape(refusing.url), "model_reloads_total", result="refused") == 2
+    assert httpx.get(f"{refusing.url}/health/ready").status_code == 503
+    assert "no sklearn flavor (MLflow's pyfunc loader runs its code)" in refusing.log_text()
+    refusing.stop()
+
+    svc = start_service(
+        BEYONDFIT_MODEL_URI="models:/thresholded@champion", BEYONDFIT_ALLOW_UNSAFE_MODELS="true"
+    )
     svc.wait_ready(180)
     expected = mlflow.pyfunc.load_model("models:/thresholded@champion").predict(X.iloc[:30])
     r = httpx.post(f"{svc.url}/predict", json={"instances": rows(registered_model, 30)})
