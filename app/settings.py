@@ -82,13 +82,20 @@ class Settings(BaseSettings):
             "PROMETHEUS_MULTIPROC_DIR", "BEYONDFIT_PROMETHEUS_MULTIPROC_DIR"
         ),
     )
-    """Shared directory for metrics of all gunicorn workers; single-process mode when unset."""
+    """Shared directory for metrics of all gunicorn workers. Unset (or empty): gunicorn makes a
+    new one for each server (so two servers on one host never share one) and removes it at
+    exit; the app alone (no gunicorn) then runs in single-process mode."""
 
     host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
     """Address gunicorn binds."""
 
     port: int = Field(default=8000, ge=1, le=65535)
     """Port gunicorn binds."""
+
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """When set, gunicorn also binds this port and it serves /metrics alone; the API port then
+    answers 404 for /metrics (a NetworkPolicy can admit Prometheus to this port only).
+    Unset: /metrics is served on the API port."""
 
     workers: int = Field(default=2, ge=1)
     """Gunicorn worker processes."""
@@ -99,6 +106,11 @@ class Settings(BaseSettings):
     enable_constant_endpoint: bool = False
     """Expose POST /bench/constant, a constant answer used by the benchmark as the framework
     floor. Off in production."""
+
+    @field_validator("prometheus_multiproc_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key")
     @classmethod
