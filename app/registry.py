@@ -26,6 +26,7 @@ import os
 import pickle
 import shutil
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,6 +50,10 @@ class RegistryError(Exception):
 
 class UntrustedModelError(Exception):
     """The model version breaks the trust policy: it must not be deserialized, ever."""
+
+
+class CorruptModelError(Exception):
+    """A model file that cannot be read (truncated, not the format it claims)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,12 @@ class RestRegistry:
                     cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
                 )
 
+    _deadline: float | None = None
+
+    def _check_deadline(self, what: str) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise RegistryError(f"downloading {what} took longer than the load deadline")
+
     # -- HTTP -------------------------------------------------------------------------------
     def _open(self, url: str) -> Any:
         request = urllib.request.Request(url, headers=self._headers)  # noqa: S310 - http(s) only
@@ -155,11 +166,18 @@ class RestRegistry:
         return Version(mv["name"], str(mv["version"]), mv.get("run_id") or None)
 
     def fetch_model(
-        self, name: str, version: str, dest: Path, policy: TrustPolicy
+        self,
+        name: str,
+        version: str,
+        dest: Path,
+        policy: TrustPolicy,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """Downloads the MLmodel file and the files the sklearn loader reads into `dest`;
         returns the parsed MLmodel. A model the policy refuses is refused before any file
-        other than MLmodel is fetched."""
+        other than MLmodel is fetched. `deadline` (time.monotonic()) bounds the whole
+        download: a server that trickles bytes never trips the per-read timeout."""
+        self._deadline = deadline
         uri = self._json("/model-versions/get-download-uri", name=name, version=version)[
             "artifact_uri"
         ]
@@ -181,7 +199,9 @@ class RestRegistry:
             def fetch_proxied(relative: str, target: Path) -> None:
                 url = f"{host}{_ARTIFACTS_API}/{urllib.parse.quote(f'{root}/{relative}')}"
                 with self._open(url) as resp, target.open("wb") as out:
-                    shutil.copyfileobj(resp, out, 1 << 20)
+                    while chunk := resp.read1(1 << 16):  # what has arrived, not 64 KiB
+                        out.write(chunk)
+                        self._check_deadline(relative)
 
             return fetch_proxied
         local = Path(parsed.path) if parsed.scheme in ("", "file") else None
@@ -266,7 +286,9 @@ def load_sklearn(model_dir: Path, mlmodel: dict[str, Any], policy: TrustPolicy) 
         try:
             untrusted = skops.io.get_untrusted_types(file=path)
         except Exception as e:
-            raise UntrustedModelError(f"the skops file cannot be audited: {e}") from e
+            # truncated or corrupt: maybe a bad download, so not refused at once (the store
+            # refuses a version only after repeated failures)
+            raise CorruptModelError(f"the skops file cannot be read: {e}") from e
         refused = sorted(set(untrusted) - set(trusted))
         if refused:
             raise UntrustedModelError(

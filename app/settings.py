@@ -44,6 +44,21 @@ class Settings(BaseSettings):
     load_retry_max_seconds: float = Field(default=30.0, gt=0)
     """Ceiling of the exponential backoff while the first load keeps failing."""
 
+    load_timeout_seconds: float = Field(default=300.0, gt=0)
+    """Overall deadline of one model download: a registry or artifact store that trickles
+    bytes fails the load instead of holding it forever."""
+
+    load_failures_before_refusal: int = Field(default=3, ge=1)
+    """A version whose files were downloaded but failed to load this many times in a row
+    (truncated, corrupt) is refused like a failed check instead of retried forever."""
+
+    model_cache_dir: Path | None = None
+    """Where each worker keeps the files of the last version it served, with their sha256,
+    to load from when the registry is unreachable at start (a replacement worker, a
+    restarted container). Default: model-cache in PROMETHEUS_MULTIPROC_DIR (it lives as long
+    as the server), else $TMPDIR/beyondfit-model-cache. The chart puts it on /tmp (an
+    emptyDir that outlives container restarts)."""
+
     replacement_load_timeout_seconds: float = Field(default=90.0, ge=0)
     """A worker that replaces a dead one waits this long for its model before it accepts
     connections (the first workers of a server accept at once and report not ready)."""
