@@ -26,6 +26,7 @@ import numpy as np
 from app.metrics import FeatureBinCounter, Metrics
 from app.predictor import Prediction, Predictor, PyfuncPredictor, SklearnPredictor
 from app.registry import (
+    DIGEST_TAG,
     CorruptModelError,
     NeedsMlflowError,
     RegistryError,
@@ -36,6 +37,7 @@ from app.registry import (
     inside,
     load_sklearn,
     read_mlmodel,
+    verify_digest,
 )
 from app.schema import InputSchema, ModelInput, UnsupportedSignatureError, input_schema
 from app.settings import Settings
@@ -57,6 +59,8 @@ class ModelRef:
     version: str
     alias: str | None
     run_id: str | None
+    digest: str | None = None
+    """sha256 of the serialized estimator, as the trainer recorded it (a version tag)."""
 
 
 @dataclass(frozen=True)
@@ -159,13 +163,15 @@ class ModelStore:
         rest = self._registry
         if rest is not None:
             v = rest.model_version(self.name, alias=self.alias, version=self.pinned_version)
-            return ModelRef(self.name, v.version, self.alias, v.run_id)
+            return ModelRef(self.name, v.version, self.alias, v.run_id, v.digest)
         client = self._mlflow_client()
         if self.alias is not None:
             mv = client.get_model_version_by_alias(self.name, self.alias)
         else:
             mv = client.get_model_version(self.name, self.pinned_version)
-        return ModelRef(self.name, str(mv.version), self.alias, mv.run_id)
+        return ModelRef(
+            self.name, str(mv.version), self.alias, mv.run_id, (mv.tags or {}).get(DIGEST_TAG)
+        )
 
     # -- loading and checking -------------------------------------------------------------
     def load(self, ref: ModelRef) -> LoadedModel:
@@ -192,6 +198,9 @@ class ModelStore:
             model.signature, model.metadata, model.estimator, None, model.example_rows, "cache"
         )
         return self._build(ref, parts)
+
+    def _verify(self, ref: ModelRef, model_dir: Path, mlmodel: dict[str, Any]) -> None:
+        verify_digest(model_dir, mlmodel, ref.digest, self.settings.require_model_digest)
 
     def _build(self, ref: ModelRef, parts: _Parts) -> LoadedModel:
         try:
@@ -236,6 +245,7 @@ class ModelStore:
         with tempfile.TemporaryDirectory(prefix="beyondfit-model-") as tmp:
             try:
                 mlmodel = rest.fetch_model(ref.name, ref.version, Path(tmp), self.policy, deadline)
+                self._verify(ref, Path(tmp), mlmodel)
                 model = load_sklearn(Path(tmp), mlmodel, self.policy)
                 self.cache.put(ref, Path(tmp), ["MLmodel", *files_to_fetch(mlmodel, self.policy)])
             except NeedsMlflowError as e:
@@ -266,6 +276,8 @@ class ModelStore:
                     )
                 )
                 mlmodel = read_mlmodel(local / "MLmodel")
+                files_to_fetch(mlmodel, self.policy)
+                self._verify(ref, local, mlmodel)
                 model = load_sklearn(local, mlmodel, self.policy)
                 self.cache.put(ref, local, ["MLmodel", *files_to_fetch(mlmodel, self.policy)])
             return _Parts(

@@ -21,6 +21,7 @@ MLmodel file gives must stay inside the model directory.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import pickle
@@ -80,6 +81,12 @@ class Version:
     name: str
     version: str
     run_id: str | None
+    digest: str | None = None
+    """The sha256 of the serialized estimator, recorded by the trainer at registration."""
+
+
+#: The model version tag in which the trainer records the sha256 of the serialized estimator.
+DIGEST_TAG = "beyondfit.model_sha256"
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,10 @@ class RestRegistry:
         else:
             assert version is not None
             mv = self._json("/model-versions/get", name=name, version=version)["model_version"]
-        return Version(mv["name"], str(mv["version"]), mv.get("run_id") or None)
+        tags = {t.get("key"): t.get("value") for t in mv.get("tags") or []}
+        return Version(
+            mv["name"], str(mv["version"]), mv.get("run_id") or None, tags.get(DIGEST_TAG)
+        )
 
     def fetch_model(
         self,
@@ -269,6 +279,35 @@ def files_to_fetch(mlmodel: dict[str, Any], policy: TrustPolicy) -> list[str]:
     for relative in files:
         inside(probe, relative)
     return files
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_digest(
+    model_dir: Path, mlmodel: dict[str, Any], recorded: str | None, required: bool
+) -> None:
+    """The serialized estimator must be the one the trainer registered (DIGEST_TAG), so a
+    file replaced in the artifact store behind the registry's back is refused."""
+    if recorded is None:
+        if required:
+            raise UntrustedModelError(
+                f"the model version has no {DIGEST_TAG} tag and BEYONDFIT_REQUIRE_MODEL_DIGEST "
+                "is on"
+            )
+        return
+    path = inside(model_dir, str((mlmodel.get("flavors") or {})["sklearn"]["pickled_model"]))
+    actual = sha256_of(path)
+    if actual != recorded:
+        raise UntrustedModelError(
+            f"the model file does not match the sha256 the trainer recorded "
+            f"({actual[:12]}... != {recorded[:12]}...)"
+        )
 
 
 def load_sklearn(model_dir: Path, mlmodel: dict[str, Any], policy: TrustPolicy) -> SklearnModel:

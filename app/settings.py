@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     without the sklearn flavor through mlflow.pyfunc: whoever can register a model version
     then runs code in the service. Off in every shipped environment."""
 
+    require_model_digest: bool = False
+    """Refuse model versions without the sha256 tag the trainer records at registration
+    (beyondfit.model_sha256). A version with the tag is always checked against it."""
+
     reload_interval_seconds: float = Field(default=30.0, ge=0)
     """How often each worker checks the alias for a new version; 0 turns watching off."""
 

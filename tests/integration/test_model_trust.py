@@ -200,3 +200,45 @@ def test_hostile_model_versions_never_run_and_the_served_version_keeps_answering
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert marker.exists(), unsafe.log_text()[-2000:]
+
+
+def test_a_model_file_replaced_in_the_artifact_store_is_refused(
+    start_service: Callable[..., Service],
+    mlflow_server: MlflowServer,
+    registered_model: RegisteredModel,
+) -> None:
+    """The trainer tags each version with the sha256 of its model file; a file swapped in
+    the artifact store afterwards (a valid skops model, trusted types only) is refused."""
+    from app.registry import DIGEST_TAG, sha256_of
+    from training.train import TrainConfig, train
+
+    name = "digest-test"
+    first = train(TrainConfig(tracking_uri=mlflow_server.url, model_name=name))
+    svc = start_service(BEYONDFIT_MODEL_URI=f"models:/{name}@champion")
+    svc.wait_ready(180)
+    # a second version under another alias, so the service does not load it yet
+    second = train(
+        TrainConfig(tracking_uri=mlflow_server.url, model_name=name, C=0.5, alias="candidate")
+    )
+    client = mlflow.MlflowClient(mlflow_server.url)
+
+    def stored_file(version: int) -> Path:
+        uri = client.get_model_version_download_uri(name, str(version))
+        return (
+            mlflow_server.workdir
+            / "artifacts"
+            / uri.removeprefix("mlflow-artifacts:/")
+            / ("model.skops")
+        )
+
+    tag = client.get_model_version(name, str(second.version)).tags[DIGEST_TAG]
+    assert tag == sha256_of(stored_file(second.version))
+    stored_file(second.version).write_bytes(stored_file(first.version).read_bytes())
+    client.set_registered_model_alias(name, "champion", str(second.version))
+
+    refused = wait_refused(svc, 2)
+    assert refused == 2, svc.log_text()[-2000:]
+    assert "does not match the sha256 the trainer recorded" in svc.log_text()
+    row = {k: float(v) for k, v in registered_model.X_test.iloc[0].items()}
+    r = httpx.post(f"{svc.url}/predict", json={"instances": [row]}, timeout=30)
+    assert r.json()["model_version"] == str(first.version)
