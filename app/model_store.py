@@ -442,7 +442,9 @@ class ModelCache:
     def put(self, ref: ModelRef, model_dir: Path, files: list[str]) -> None:
         final = self.root / ref.version
         if final.exists():
-            return
+            if self._intact(final):
+                return
+            shutil.rmtree(final, ignore_errors=True)  # a damaged copy: replaced by this one
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{ref.version}-", dir=self.root))
@@ -475,6 +477,17 @@ class ModelCache:
                     shutil.rmtree(entry, ignore_errors=True)
         except OSError as e:
             log.warning("cannot record the last-good model", extra={"error": str(e)})
+
+    @staticmethod
+    def _intact(model_dir: Path) -> bool:
+        try:
+            recorded = json.loads((model_dir / "digests.json").read_text())
+            return all(
+                _sha256(inside(model_dir, relative)) == digest
+                for relative, digest in recorded["sha256"].items()
+            )
+        except (OSError, ValueError, KeyError, UntrustedModelError):
+            return False
 
     def last_good(self) -> tuple[ModelRef, Path] | None:
         try:
