@@ -76,6 +76,10 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         model_version=lambda: store.current.ref.version if store.current else None,
         access_log_enabled=settings.access_log,
         draining=app.state.draining,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout_seconds,
+        api_key=settings.api_key,
+        metrics_port=settings.metrics_port,
     )
 
     def openapi() -> dict[str, Any]:

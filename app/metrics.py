@@ -212,9 +212,33 @@ class _ProcessCollector(Collector):
         yield cpu
 
 
+class _MetricsDirCollector(Collector):
+    """Bytes in the multiprocess directory (apparent file sizes): it lives on a small tmpfs,
+    and a full one kills the workers that write to it (SIGBUS)."""
+
+    def collect(self) -> Iterable[Metric]:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return
+        total = 0
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+        size = GaugeMetricFamily(
+            "beyondfit_metrics_dir_bytes",
+            "Bytes of the prometheus_client multiprocess files of this server.",
+        )
+        size.add_metric([], float(total))
+        yield size
+
+
 def _process_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ProcessCollector())
+    registry.register(_MetricsDirCollector())
     return registry
 
 

@@ -10,8 +10,11 @@ check is refused, counted and logged, and the old one keeps serving.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,7 +25,20 @@ import numpy as np
 
 from app.metrics import FeatureBinCounter, Metrics
 from app.predictor import Prediction, Predictor, PyfuncPredictor, SklearnPredictor
-from app.registry import NeedsMlflowError, RestRegistry, load_sklearn
+from app.registry import (
+    DIGEST_TAG,
+    CorruptModelError,
+    NeedsMlflowError,
+    RegistryError,
+    RestRegistry,
+    TrustPolicy,
+    UntrustedModelError,
+    files_to_fetch,
+    inside,
+    load_sklearn,
+    read_mlmodel,
+    verify_digest,
+)
 from app.schema import InputSchema, ModelInput, UnsupportedSignatureError, input_schema
 from app.settings import Settings
 
@@ -43,6 +59,8 @@ class ModelRef:
     version: str
     alias: str | None
     run_id: str | None
+    digest: str | None = None
+    """sha256 of the serialized estimator, as the trainer recorded it (a version tag)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,15 @@ class ModelStore:
         self.name, self.alias, self.pinned_version = parse_model_uri(settings.model_uri)
         self.current: LoadedModel | None = None
         self._refused: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self.cache = ModelCache(
+            settings.model_cache_dir or _default_cache_dir(),
+            settings.mlflow_tracking_uri or "",
+            self.name,
+        )
+        self._cache_tried = False
         self._client: Any = None
+        self.policy = TrustPolicy(tuple(settings.trusted_types), settings.allow_unsafe_models)
         self._registry = direct_registry(settings)
         """The REST client of the direct loader; None when MLflow's own client must be used."""
         self.first_load = asyncio.Event()
@@ -137,18 +163,46 @@ class ModelStore:
         rest = self._registry
         if rest is not None:
             v = rest.model_version(self.name, alias=self.alias, version=self.pinned_version)
-            return ModelRef(self.name, v.version, self.alias, v.run_id)
+            return ModelRef(self.name, v.version, self.alias, v.run_id, v.digest)
         client = self._mlflow_client()
         if self.alias is not None:
             mv = client.get_model_version_by_alias(self.name, self.alias)
         else:
             mv = client.get_model_version(self.name, self.pinned_version)
-        return ModelRef(self.name, str(mv.version), self.alias, mv.run_id)
+        return ModelRef(
+            self.name, str(mv.version), self.alias, mv.run_id, (mv.tags or {}).get(DIGEST_TAG)
+        )
 
     # -- loading and checking -------------------------------------------------------------
     def load(self, ref: ModelRef) -> LoadedModel:
         """Downloads, builds and checks one version; ModelRefusedError if it must not serve."""
-        parts = self._load_direct(ref) or self._load_with_mlflow(ref)
+        try:
+            parts = self._load_direct(ref) or self._load_with_mlflow(ref)
+        except UntrustedModelError as e:
+            raise ModelRefusedError(f"untrusted model: {e}") from e
+        return self._build(ref, parts)
+
+    def load_cached(self) -> LoadedModel | None:
+        """The last version this server served, from the files kept on the pod, verified
+        against the sha256 recorded when they were downloaded; None if there is none."""
+        found = self.cache.last_good()
+        if found is None:
+            return None
+        ref, model_dir = found
+        try:
+            mlmodel = read_mlmodel(model_dir / "MLmodel")
+            model = load_sklearn(model_dir, mlmodel, self.policy)
+        except (UntrustedModelError, CorruptModelError) as e:
+            raise ModelRefusedError(f"the kept copy of version {ref.version}: {e}") from e
+        parts = _Parts(
+            model.signature, model.metadata, model.estimator, None, model.example_rows, "cache"
+        )
+        return self._build(ref, parts)
+
+    def _verify(self, ref: ModelRef, model_dir: Path, mlmodel: dict[str, Any]) -> None:
+        verify_digest(model_dir, mlmodel, ref.digest, self.settings.require_model_digest)
+
+    def _build(self, ref: ModelRef, parts: _Parts) -> LoadedModel:
         try:
             schema = input_schema(parts.signature, self.settings.max_batch_size)
         except UnsupportedSignatureError as e:
@@ -179,7 +233,7 @@ class ModelStore:
             bins=None
             if not bins
             else FeatureBinCounter(self.metrics, bins["features"], schema.names),
-            loader="mlflow" if parts.pyfunc is not None else "direct",
+            loader=parts.loader,
         )
 
     def _load_direct(self, ref: ModelRef) -> _Parts | None:
@@ -187,23 +241,48 @@ class ModelStore:
         rest = self._registry
         if rest is None:
             return None
+        deadline = time.monotonic() + self.settings.load_timeout_seconds
         with tempfile.TemporaryDirectory(prefix="beyondfit-model-") as tmp:
             try:
-                mlmodel = rest.fetch_model(ref.name, ref.version, Path(tmp))
-                model = load_sklearn(Path(tmp), mlmodel)
+                mlmodel = rest.fetch_model(ref.name, ref.version, Path(tmp), self.policy, deadline)
+                self._verify(ref, Path(tmp), mlmodel)
+                model = load_sklearn(Path(tmp), mlmodel, self.policy)
+                self.cache.put(ref, Path(tmp), ["MLmodel", *files_to_fetch(mlmodel, self.policy)])
             except NeedsMlflowError as e:
                 log.info(
                     "loading through MLflow",
                     extra={"model_version": ref.version, "reason": str(e)},
                 )
                 return None
-        return _Parts(model.signature, model.metadata, model.estimator, None, model.example_rows)
+        return _Parts(
+            model.signature, model.metadata, model.estimator, None, model.example_rows, "direct"
+        )
 
     def _load_with_mlflow(self, ref: ModelRef) -> _Parts:
+        """MLflow's client fetches the model (any artifact store it reaches). Unless the
+        unsafe switch is on, only the download is MLflow's: the files are read under the
+        trust policy, exactly as the direct loader reads them."""
         import mlflow.pyfunc
 
         if self.settings.mlflow_tracking_uri:
             mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+        if not self.policy.allow_unsafe:
+            import mlflow.artifacts
+
+            with tempfile.TemporaryDirectory(prefix="beyondfit-model-") as tmp:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=tmp
+                    )
+                )
+                mlmodel = read_mlmodel(local / "MLmodel")
+                files_to_fetch(mlmodel, self.policy)
+                self._verify(ref, local, mlmodel)
+                model = load_sklearn(local, mlmodel, self.policy)
+                self.cache.put(ref, local, ["MLmodel", *files_to_fetch(mlmodel, self.policy)])
+            return _Parts(
+                model.signature, model.metadata, model.estimator, None, model.example_rows, "mlflow"
+            )
         # suppress_warnings skips the scan of every installed package against the model's
         # requirements (seconds, on every load).
         pyfunc = mlflow.pyfunc.load_model(
@@ -220,6 +299,7 @@ class ModelStore:
             raw,
             pyfunc,
             _pyfunc_example_rows(pyfunc),
+            "mlflow",
         )
 
     def _swap(self, model: LoadedModel) -> None:
@@ -234,6 +314,8 @@ class ModelStore:
         ).set(1)
         m.model_loaded.set(1)
         m.model_reloads.labels("success").inc()
+        if model.loader != "cache":
+            self.cache.remember(model.ref)
         if old is None:
             self.first_load.set()
             if self._shared_dir is not None:
@@ -253,21 +335,52 @@ class ModelStore:
         try:
             model = await asyncio.to_thread(self.load, ref)
         except ModelRefusedError as e:
-            self._refused.add(ref.version)
-            self.metrics.model_reloads.labels("refused").inc()
-            log.error(
-                "model version refused, keeping the current one",
-                extra={
-                    "model_name": ref.name,
-                    "model_version": ref.version,
-                    "reason": str(e),
-                    "serving_version": self.current.ref.version if self.current else None,
-                },
-            )
+            self._refuse(ref, str(e))
             return
         except Exception as e:
+            # A download that failed says nothing about the version; files that arrived and
+            # cannot be loaded, several times in a row, mean a broken version: refuse it
+            # instead of fetching it again every interval, forever.
+            if not isinstance(e, RegistryError):
+                failures = self._failures.get(ref.version, 0) + 1
+                self._failures[ref.version] = failures
+                if failures >= self.settings.load_failures_before_refusal:
+                    self._refuse(ref, f"failed to load {failures} times, last: {e}")
+                    return
             raise RuntimeError(f"loading {ref.name} version {ref.version} failed: {e}") from e
+        self._failures.pop(ref.version, None)
         self._swap(model)
+
+    def _refuse(self, ref: ModelRef, reason: str) -> None:
+        self._refused.add(ref.version)
+        self.metrics.model_reloads.labels("refused").inc()
+        log.error(
+            "model version refused, keeping the current one",
+            extra={
+                "model_name": ref.name,
+                "model_version": ref.version,
+                "reason": reason,
+                "serving_version": self.current.ref.version if self.current else None,
+            },
+        )
+
+    async def _serve_kept_copy(self) -> None:
+        """With no model and the registry unreachable: serve the last version this server
+        served, from the copy kept on the pod (tried once per process)."""
+        if self.current is not None or self._cache_tried:
+            return
+        self._cache_tried = True
+        try:
+            model = await asyncio.to_thread(self.load_cached)
+        except Exception as e:
+            log.error("the kept model copy cannot serve", extra={"error": str(e)[:500]})
+            return
+        if model is not None:
+            log.warning(
+                "registry unreachable: serving the kept copy of the last version",
+                extra={"model_version": model.ref.version},
+            )
+            self._swap(model)
 
     # -- the background task --------------------------------------------------------------
     async def run(self) -> None:
@@ -286,6 +399,8 @@ class ModelStore:
                 # Either the registry could not be asked or the new version could not be
                 # loaded: both mean the served version cannot follow the registry.
                 self.metrics.model_reloads.labels("error").inc()
+                if isinstance(e, RegistryError):
+                    await self._serve_kept_copy()
                 level = logging.WARNING if self.current is not None else logging.ERROR
                 log.log(
                     level,
@@ -310,6 +425,104 @@ class _Parts:
     estimator: Any
     pyfunc: Any
     example_rows: list[dict[str, Any]] | None
+    loader: str
+
+
+class ModelCache:
+    """The files of model versions this server served, under DIR/NAME/VERSION with the
+    sha256 of each file, and which version served last (DIR/NAME/last-good). Written by any
+    worker, atomically (a new directory renamed into place), read by a worker that starts
+    while the registry is unreachable."""
+
+    def __init__(self, root: Path, registry: str, name: str) -> None:
+        # versions are numbered per registry: the copies of two registries never mix
+        registry_key = hashlib.sha256(registry.encode()).hexdigest()[:16]
+        self.root = root / registry_key / name.replace("/", "_")
+
+    def put(self, ref: ModelRef, model_dir: Path, files: list[str]) -> None:
+        final = self.root / ref.version
+        if final.exists():
+            if self._intact(final):
+                return
+            shutil.rmtree(final, ignore_errors=True)  # a damaged copy: replaced by this one
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{ref.version}-", dir=self.root))
+            digests = {}
+            for relative in files:
+                target = inside(staging, relative)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(inside(model_dir, relative), target)
+                digests[relative] = _sha256(target)
+            (staging / "digests.json").write_text(
+                json.dumps({"ref": ref.__dict__, "sha256": digests})
+            )
+            try:
+                staging.rename(final)
+            except OSError:  # a sibling worker put it first
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError as e:
+            log.warning("cannot keep a copy of the model", extra={"error": str(e)})
+
+    def remember(self, ref: ModelRef) -> None:
+        """Marks `ref` as the last version served, and drops the copies of older ones."""
+        if not (self.root / ref.version).is_dir():
+            return
+        try:
+            pointer = self.root / f".last-good-{os.getpid()}"
+            pointer.write_text(ref.version)
+            pointer.replace(self.root / "last-good")
+            for entry in self.root.iterdir():
+                if entry.is_dir() and entry.name != ref.version and entry.name[0] != ".":
+                    shutil.rmtree(entry, ignore_errors=True)
+        except OSError as e:
+            log.warning("cannot record the last-good model", extra={"error": str(e)})
+
+    @staticmethod
+    def _intact(model_dir: Path) -> bool:
+        try:
+            recorded = json.loads((model_dir / "digests.json").read_text())
+            return all(
+                _sha256(inside(model_dir, relative)) == digest
+                for relative, digest in recorded["sha256"].items()
+            )
+        except (OSError, ValueError, KeyError, UntrustedModelError):
+            return False
+
+    def last_good(self) -> tuple[ModelRef, Path] | None:
+        try:
+            version = (self.root / "last-good").read_text().strip()
+        except OSError:
+            return None
+        model_dir = self.root / version
+        try:
+            recorded = json.loads((model_dir / "digests.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ModelRefusedError(f"the kept copy of version {version} is unreadable") from e
+        for relative, digest in recorded["sha256"].items():
+            if _sha256(inside(model_dir, relative)) != digest:
+                raise ModelRefusedError(
+                    f"the kept copy of version {version} does not match its recorded sha256 "
+                    f"({relative})"
+                )
+        return ModelRef(**recorded["ref"]), model_dir
+
+
+def _default_cache_dir() -> Path:
+    """Next to the server's metrics (so it lives as long as the server, and survives its
+    workers), else under $TMPDIR."""
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if shared:
+        return Path(shared) / "model-cache"
+    return Path(tempfile.gettempdir()) / "beyondfit-model-cache"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _pyfunc_example_rows(pyfunc: Any) -> list[dict[str, Any]] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,6 +13,7 @@ from app.errors import ApiError, validation_error
 from app.inference import infer
 from app.logs import request_id_var
 from app.metrics import Metrics
+from app.middleware import key_matches
 from app.model_store import LoadedModel, ModelStore
 from app.predictor import Prediction
 from app.settings import Settings
@@ -34,23 +34,22 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def current_model(store: Annotated[ModelStore, Depends(get_store)]) -> LoadedModel:
+async def current_model(
+    request: Request, store: Annotated[ModelStore, Depends(get_store)]
+) -> LoadedModel:
     model = store.current
     if model is None:
         raise ApiError(503, "no model is loaded yet; see /health/ready")
+    # The X-Model-Version header names this model, the one the request uses, even if a swap
+    # happens before the response starts (app/middleware.py reads it from here).
+    request.state.model_version = model.ref.version
     return model
 
 
 async def require_api_key(
     request: Request, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
-    if not settings.api_key:
-        return
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    if given is None or not secrets.compare_digest(given.encode(), settings.api_key.encode()):
+    if settings.api_key and not key_matches(request.scope["headers"], settings.api_key):
         raise ApiError(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
 
 
@@ -100,7 +99,7 @@ async def metrics(m: MetricsDep) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.get("/model", tags=["model"], summary="The model in service")
+@router.get("/model", tags=["model"], summary="The model in service", dependencies=Protected)
 async def model_info(model: ModelDep) -> dict[str, Any]:
     return {
         "name": model.ref.name,

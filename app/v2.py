@@ -122,7 +122,7 @@ async def model_ready(model: NamedModel) -> dict[str, Any]:
     return {"name": model.ref.name, "ready": True}
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", summary="Model metadata", dependencies=Protected)
 async def model_metadata(model: NamedModel) -> dict[str, Any]:
     outputs = [{"name": "predict", "datatype": "BYTES", "shape": [-1]}]
     if model.predictor.classes is not None:
@@ -268,6 +268,12 @@ def _to_rows(req: InferenceRequest, model: LoadedModel) -> ModelInput:
     names = schema.names
     limit = schema.max_batch_size
     rows: ModelInput
+    # The declared row count is checked before any value is looked at.
+    for i, tensor in enumerate(req.inputs):
+        if tensor.shape[0] > limit:
+            raise ApiError(
+                422, f"inputs[{i}].shape: {tensor.shape[0]} rows is over the limit of {limit}"
+            )
     if len(req.inputs) == 1 and len(req.inputs[0].shape) == 2 and req.inputs[0].name not in names:
         if not schema.numeric:
             strings = [c.name for c in schema.columns if c.type == "string"]

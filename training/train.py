@@ -361,6 +361,7 @@ def _train(config: TrainConfig) -> TrainResult:
         model_version = int(info.registered_model_version)
         mlflow.set_tag("model_uri", info.model_uri)
         mlflow.set_tag("registered_model_version", str(model_version))
+        record_model_digest(client, config.model_name, model_version, info.flavors)
 
         t = time.perf_counter()
         decision = gate.decide(
@@ -400,6 +401,23 @@ def _train(config: TrainConfig) -> TrainResult:
         n_test=len(X_test),
         timings={k: round(v, 3) for k, v in timings.items()},
     )
+
+
+def record_model_digest(client: Any, name: str, version: int, flavors: dict[str, Any]) -> str:
+    """Tags the registered version with the sha256 of its serialized estimator as the
+    artifact store holds it now; the service refuses a file that differs (a file replaced in
+    the artifact store after registration)."""
+    from mlflow.artifacts import download_artifacts
+
+    from app.registry import DIGEST_TAG, sha256_of
+
+    pickled = str(flavors["sklearn"]["pickled_model"])
+    uri = client.get_model_version_download_uri(name, str(version))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_artifacts(artifact_uri=f"{uri.rstrip('/')}/{pickled}", dst_path=tmp)
+        digest = sha256_of(Path(local))
+    client.set_model_version_tag(name, str(version), DIGEST_TAG, digest)
+    return digest
 
 
 def _log_dataset(X: pd.DataFrame, y: pd.Series, source: str, data_fingerprint: str) -> None:

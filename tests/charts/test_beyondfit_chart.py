@@ -257,18 +257,22 @@ def test_pdb() -> None:
 
 
 def test_networkpolicy_admits_only_listed_clients_and_prometheus() -> None:
-    assert not find(render("beyondfit"), "NetworkPolicy")
     docs = render("beyondfit", CI / "networkpolicy-values.yaml")
     np = one(docs, "NetworkPolicy")
     assert (
         np["spec"]["podSelector"]["matchLabels"]
         == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     )
-    assert np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     peers = [rule["from"] for rule in np["spec"]["ingress"]]
-    assert all(
-        rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in np["spec"]["ingress"]
-    )
+    prometheus = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    for rule in np["spec"]["ingress"]:
+        # Prometheus reaches the metrics port only; every client the API port only
+        port = "metrics" if rule["from"] == [prometheus] else "http"
+        assert rule["ports"] == [{"port": port, "protocol": "TCP"}], rule
     assert [{"podSelector": {"matchLabels": {"beyondfit.io/client": "true"}}}] in peers
     assert [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
@@ -284,6 +288,73 @@ def test_networkpolicy_admits_only_listed_clients_and_prometheus() -> None:
     # The helm test pod is one of the admitted clients.
     test_pod = next(d for d in docs if d["kind"] == "Pod")
     assert test_pod["metadata"]["labels"]["beyondfit.io/client"] == "true"
+
+
+def test_default_render_is_closed() -> None:
+    """By default: a NetworkPolicy for ingress and egress (DNS and MLflow only), /metrics on
+    its own port that only Prometheus may reach, only skops models with the trainer's types,
+    and the request limits set."""
+    docs = render("beyondfit")
+    np = one(docs, "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress = np["spec"]["egress"]
+    assert len(egress) == 2
+    dns, mlflow = egress
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert mlflow["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
+    assert mlflow["ports"] == [{"port": 5000, "protocol": "TCP"}]
+    metrics_rules = [r for r in np["spec"]["ingress"] if r["ports"][0]["port"] == "metrics"]
+    assert len(metrics_rules) == 1
+    assert metrics_rules[0]["from"][0]["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "prometheus"}
+    }
+    c = container(one(docs, "Deployment"))
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "metrics": 9100}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["port"] == "http", probe
+    svc = one(docs, "Service")
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("http", 8000, "http"),
+        ("metrics", 9100, "metrics"),
+    ]
+    config = one(docs, "ConfigMap")["data"]
+    assert config["BEYONDFIT_METRICS_PORT"] == "9100"
+    assert config["BEYONDFIT_TRUSTED_TYPES"] == "sklearn.tree._tree.Tree"
+    assert config["BEYONDFIT_ALLOW_UNSAFE_MODELS"] == "false"
+    assert config["BEYONDFIT_MAX_BODY_BYTES"] == "1048576"
+    assert config["BEYONDFIT_HEADER_TIMEOUT_SECONDS"] == "10"
+    assert config["BEYONDFIT_BODY_TIMEOUT_SECONDS"] == "30"
+    assert config["BEYONDFIT_MAX_CONNECTIONS"] == "1000"
+
+
+@pytest.mark.parametrize("env", ["local", "minikube", "staging", "production"])
+def test_no_environment_trusts_unsafe_models_or_opens_the_network(env: str) -> None:
+    docs = render("beyondfit", CHART / "environments" / f"values-{env}.yaml")
+    assert one(docs, "ConfigMap", FULLNAME)["data"]["BEYONDFIT_ALLOW_UNSAFE_MODELS"] == "false"
+    assert one(docs, "NetworkPolicy")["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+def test_egress_to_an_artifact_store_and_mlflow_in_another_namespace(tmp_path: Path) -> None:
+    values = tmp_path / "egress.yaml"
+    values.write_text(
+        "networkPolicy:\n  egress:\n    mlflow:\n      namespaceSelector:\n"
+        "        matchLabels: {kubernetes.io/metadata.name: mlflow}\n"
+        "    extra:\n      s3: {cidr: 52.95.0.0/16, ports: [443]}\n"
+    )
+    egress = one(render("beyondfit", values), "NetworkPolicy")["spec"]["egress"]
+    assert egress[1]["to"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "mlflow"}
+    }
+    assert egress[2] == {
+        "to": [{"ipBlock": {"cidr": "52.95.0.0/16"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}],
+    }
 
 
 def test_networkpolicy_empty_selector_means_any() -> None:
@@ -356,7 +427,8 @@ def test_servicemonitor_found_by_kube_prometheus_stack_and_matches_the_service()
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     endpoint = sm["spec"]["endpoints"][0]
-    assert endpoint["port"] == svc["spec"]["ports"][0]["name"]
+    assert endpoint["port"] == "metrics"
+    assert "metrics" in [p["name"] for p in svc["spec"]["ports"]]
     assert endpoint["path"] == "/metrics"
 
 

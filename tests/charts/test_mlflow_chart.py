@@ -230,3 +230,102 @@ def test_schema_rejects_typos_and_wrong_types(setting: str, message: str) -> Non
     assert proc.returncode != 0
     assert "schema" in (proc.stdout + proc.stderr).lower()
     assert message in proc.stdout + proc.stderr
+
+
+def test_networkpolicy_admits_the_service_the_trainer_and_prometheus_only() -> None:
+    docs = render("mlflow")
+    np = one(docs, "NetworkPolicy")
+    assert (
+        np["spec"]["podSelector"]["matchLabels"]
+        == (one(docs, "Deployment")["spec"]["selector"]["matchLabels"])
+    )
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    peers = [rule["from"] for rule in np["spec"]["ingress"]]
+    assert peers == [
+        [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "beyondfit"}}}],
+        [{"podSelector": {"matchLabels": {"beyondfit.io/mlflow-client": "true"}}}],
+        [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+    ]
+    assert all(r["ports"] == [{"port": "http", "protocol": "TCP"}] for r in np["spec"]["ingress"])
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    assert test_pod["metadata"]["labels"]["beyondfit.io/mlflow-client"] == "true"
+
+
+def test_auth_off_by_default() -> None:
+    docs = render("mlflow")
+    assert "--app-name=basic-auth" not in args_of(docs)
+    assert not find(docs, "Job")
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in env_of(docs)
+
+
+def test_auth_runs_the_basic_auth_app_with_the_admin_password_from_a_secret() -> None:
+    docs = render("mlflow", CI / "auth-values.yaml")
+    assert "--app-name=basic-auth" in args_of(docs)
+    env = env_of(docs)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-auth",
+        "key": "admin-password",
+    }
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/run/mlflow-auth/basic_auth.ini"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-auth",
+        "key": "flask-secret-key",
+    }
+    c = container(one(docs, "Deployment"))
+    assert c["command"][:2] == ["python3", "-c"]
+    assert env["MLFLOW_AUTH_DATABASE_URI"]["value"] == "sqlite:////var/lib/mlflow/basic_auth.db"
+    assert env["MLFLOW_AUTH_DEFAULT_PERMISSION"]["value"] == "READ"
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["auth-config"] == "/run/mlflow-auth"
+    # the readiness probe has no user: it asks /health
+    assert container(one(docs, "Deployment"))["readinessProbe"]["httpGet"]["path"] == "/health"
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"]["beyondfit.io/mlflow-client"] == "true"
+    job_env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert job_env["USERS"]["value"] == "beyondfit,trainer"
+    assert job_env["PASSWORD_0"]["valueFrom"]["secretKeyRef"]["key"] == "beyondfit-password"
+    assert job_env["PASSWORD_1"]["valueFrom"]["secretKeyRef"]["key"] == "trainer-password"
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    test_env = {e["name"] for e in test_pod["spec"]["containers"][0]["env"]}
+    assert {"ADMIN_USERNAME", "ADMIN_PASSWORD"} <= test_env
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["auth.enabled=true"], "auth.enabled needs auth.existingSecret"),
+        (
+            [
+                "auth.enabled=true",
+                "auth.existingSecret=a",
+                "backendStore.type=postgresql",
+                "backendStore.existingSecret=db",
+                "artifacts.type=s3",
+                "artifacts.s3.destination=s3://b/p",
+            ],
+            "needs auth.databaseUriKey",
+        ),
+    ],
+)
+def test_auth_needs_its_secret_and_a_user_store(sets: list[str], message: str) -> None:
+    args = ["template", RELEASE, str(CHART), "--kube-version", K8S_VERSION]
+    for s in sets:
+        args += ["--set", s]
+    proc = helm(*args, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_staging_and_production_turn_auth_on(env: str) -> None:
+    docs = render("mlflow", CHART / "environments" / f"values-{env}.yaml")
+    assert "--app-name=basic-auth" in args_of(docs)
+    uri = env_of(docs)["MLFLOW_AUTH_DATABASE_URI"]
+    assert uri["valueFrom"]["secretKeyRef"] == {"name": "mlflow-auth", "key": "database-uri"}

@@ -60,9 +60,11 @@ def upgrade_service(setting: str) -> None:
     )
 
 
-def service_url(name: str) -> str:
+def service_url(name: str, port_name: str | None = None) -> str:
     svc = kubectl_json("-n", NS, "get", "service", name)
-    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+    ports = svc["spec"]["ports"]
+    port = next(p for p in ports if p["name"] == port_name) if port_name else ports[0]
+    return f"http://{svc['spec']['clusterIP']}:{port['port']}"
 
 
 def service_pods() -> list[dict[str, Any]]:
@@ -77,10 +79,11 @@ def service_pods() -> list[dict[str, Any]]:
     return [p for p in pods["items"] if "helm.sh/hook" not in p["metadata"].get("annotations", {})]
 
 
-def pod_url(pod: dict[str, Any]) -> str:
-    """The pod's own address and its container's "http" port (bypassing the Service)."""
+def pod_url(pod: dict[str, Any], port_name: str = "http") -> str:
+    """The pod's own address and one of its container's named ports (bypassing the Service):
+    "http" for the API, "metrics" for /metrics."""
     ports = [p for c in pod["spec"]["containers"] for p in c.get("ports", [])]
-    port = next(p["containerPort"] for p in ports if p.get("name") == "http")
+    port = next(p["containerPort"] for p in ports if p.get("name") == port_name)
     return f"http://{pod['status']['podIP']}:{port}"
 
 
@@ -398,7 +401,7 @@ def test_slow_model_load_does_not_restart_pods_then_they_become_ready(
                 slow_health.append(f"{name}: /health {health} in {time.monotonic() - t:.1f}s")
             if readiness == 503:
                 not_ready_seen.append(time.monotonic() - start)
-            pids = worker_pids(url)
+            pids = worker_pids(pod_url(pod, "metrics"))
             if pids and name not in workers:
                 workers[name] = pids
         time.sleep(3)
@@ -420,7 +423,7 @@ def test_slow_model_load_does_not_restart_pods_then_they_become_ready(
     for pod in pods:
         name = pod["metadata"]["name"]
         if name in workers:
-            assert worker_pids(pod_url(pod)) == workers[name], name
+            assert worker_pids(pod_url(pod, "metrics")) == workers[name], name
     mlflow_pods = kubectl_json("-n", NS, "get", "pods", "-l", "app.kubernetes.io/name=mlflow")
     assert restarts(mlflow_pods["items"]) == 0
     print(f"slow load: ready after {took:.0f} s, not ready seen until {max(not_ready_seen):.0f} s")
@@ -446,7 +449,9 @@ def test_helm_test_passes_and_the_service_answers_with_the_registered_version(
     r = httpx.post(f"{url}/predict", json={"instances": [sample_row]}, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["model_version"] == str(first_model["version"])
-    assert httpx.get(f"{url}/metrics").status_code == 200
+    # /metrics is on its own port (the one the NetworkPolicy opens to Prometheus only)
+    assert httpx.get(f"{url}/metrics").status_code == 404
+    assert httpx.get(f"{service_url('beyondfit', 'metrics')}/metrics").status_code == 200
     # the in-cluster MLflow proxies its artifacts, so the pods read the model without MLflow
     assert httpx.get(f"{url}/model", timeout=10).json()["loader"] == "direct"
 

@@ -270,7 +270,22 @@ def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
     mlflow.MlflowClient().set_registered_model_alias(
         "thresholded", "champion", info.registered_model_version
     )
-    svc = start_service(BEYONDFIT_MODEL_URI="models:/thresholded@champion")
+    # A pyfunc model is code: the service refuses it unless told to run it.
+    refusing = start_service(BEYONDFIT_MODEL_URI="models:/thresholded@champion")
+    deadline = time.monotonic() + 90
+    while (
+        time.monotonic() < deadline
+        and sample_value(scrape(refusing.url), "model_reloads_total", result="refused") != 2
+    ):
+        time.sleep(0.5)
+    assert sample_value(scrape(refusing.url), "model_reloads_total", result="refused") == 2
+    assert httpx.get(f"{refusing.url}/health/ready").status_code == 503
+    assert "no sklearn flavor (MLflow's pyfunc loader runs its code)" in refusing.log_text()
+    refusing.stop()
+
+    svc = start_service(
+        BEYONDFIT_MODEL_URI="models:/thresholded@champion", BEYONDFIT_ALLOW_UNSAFE_MODELS="true"
+    )
     svc.wait_ready(180)
     expected = mlflow.pyfunc.load_model("models:/thresholded@champion").predict(X.iloc[:30])
     r = httpx.post(f"{svc.url}/predict", json={"instances": rows(registered_model, 30)})
@@ -825,7 +840,7 @@ def test_service_started_before_mlflow_waits_then_serves_without_it(
         late.stop()
 
 
-def test_api_key_protects_predict_endpoints_only(
+def test_api_key_protects_everything_but_health_and_metrics(
     start_service: Callable[..., Service], registered_model: RegisteredModel
 ) -> None:
     svc = start_service(BEYONDFIT_API_KEY="s3cret-for-tests")
@@ -862,6 +877,26 @@ def test_api_key_protects_predict_endpoints_only(
     )
     assert httpx.get(f"{svc.url}/health/ready").status_code == 200
     assert httpx.get(f"{svc.url}/metrics").status_code == 200
+    # what shows training rows or the model's inputs needs the key too
+    for path in ("/model", "/docs", "/openapi.json", f"/v2/models/{registered_model.name}"):
+        refused = httpx.get(f"{svc.url}{path}")
+        assert refused.status_code == 401, path
+        assert "mean radius" not in refused.text, path
+        key = {"X-API-Key": "s3cret-for-tests"}
+        assert httpx.get(f"{svc.url}{path}", headers=key).status_code == 200, path
+
+
+def test_an_empty_api_key_stops_the_server_with_a_clear_message(
+    tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    """An empty Secret value must not mean "no authentication"."""
+    svc = Service(tmp_path, {"MLFLOW_TRACKING_URI": mlflow_server.url, "BEYONDFIT_API_KEY": ""})
+    try:
+        with pytest.raises(RuntimeError, match="process exited"):
+            svc.start()
+    finally:
+        svc.stop()
+    assert "BEYONDFIT_API_KEY is set but empty" in svc.log_text()
 
 
 def test_a_model_with_other_features_is_served_without_code_changes(

@@ -70,6 +70,9 @@ class MlflowServer:
     """False: clients read and write the artifact store themselves (no proxy)."""
     artifact_root: str | None = None
     """With serve_artifacts False: where runs store artifacts (default: a local directory)."""
+    extra_args: list[str] = field(default_factory=list)
+    """More `mlflow server` arguments, e.g. `--app-name basic-auth`."""
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -77,7 +80,9 @@ class MlflowServer:
 
     def start(self, wait: bool = True) -> MlflowServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **self.extra_env)
+        for credential in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            env.pop(credential, None)
         log = open(self.workdir / "mlflow-server.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [
@@ -104,6 +109,7 @@ class MlflowServer:
                         "--no-serve-artifacts",
                     ]
                 ),
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
