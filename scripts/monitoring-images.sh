@@ -34,7 +34,7 @@ IMAGES=(
   "prometheus-operator|$PROMETHEUS_OPERATOR_VERSION|operator:github.com/prometheus-operator/prometheus-operator/cmd/operator"
   "prometheus-config-reloader|$PROMETHEUS_OPERATOR_VERSION|operator:github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader"
   "prometheus|$PROMETHEUS_VERSION|prometheus:github.com/prometheus/prometheus/cmd/prometheus"
-  "kube-state-metrics|$KUBE_STATE_METRICS_VERSION|install:k8s.io/kube-state-metrics/v2"
+  "kube-state-metrics|$KUBE_STATE_METRICS_VERSION|kube-state-metrics:k8s.io/kube-state-metrics/v2"
   "node-exporter|$NODE_EXPORTER_VERSION|install:github.com/prometheus/node_exporter"
 )
 

@@ -5,6 +5,7 @@ pinned ones. This is all the GKE path gets here: no emulator of the Google APIs 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -123,3 +124,17 @@ def test_no_plain_secret_in_the_inventories() -> None:
             key, value = (part.strip() for part in line.split(":", 1))
             if any(w in key.lower() for w in ("password", "secret", "token", "api_key", "api-key")):
                 assert value in ("", '""') or value.startswith('"{{ vault_'), f"{path}: {line}"
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_inventory_is_the_controller_only(inventory: str) -> None:
+    """The values/ folder beside hosts.yml is Helm values, never read as inventory
+    (ansible.cfg inventory_ignore_patterns): the only host is the controller."""
+    graph = tool("ansible-inventory", "-i", f"inventories/{inventory}", "--list")
+    assert graph.returncode == 0, graph.stderr
+    assert "Skipping key" not in graph.stderr, graph.stderr
+    inv = json.loads(graph.stdout)
+    assert inv["controller"]["hosts"] == ["localhost"]
+    assert set(inv["all"]["children"]) <= {"ungrouped", "controller"}
+    host = inv["_meta"]["hostvars"]["localhost"]
+    assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
