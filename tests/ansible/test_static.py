@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.ansible.conftest import INVENTORIES, REPO, ROLES, playbook, tool
+from tests.ansible.conftest import CACHE, INVENTORIES, REPO, ROLES, playbook, tool
 from tests.support.versions import pinned_versions
 
 PLAYBOOKS = ["site.yml", *(f"playbooks/{r}.yml" for r in ROLES)]
@@ -105,6 +106,8 @@ def test_local_monitoring_builds_the_pinned_versions() -> None:
         f"github.com/prometheus/prometheus {module_version}\n"
         in (build / "prometheus/go.mod").read_text()
     )
+    ksm_mod = (build / "kube-state-metrics/go.mod").read_text()
+    assert f"k8s.io/kube-state-metrics/v2 {versions['KUBE_STATE_METRICS_VERSION']}\n" in ksm_mod
     script = (REPO / "scripts/monitoring-images.sh").read_text()
     assert '"prometheus|$PROMETHEUS_VERSION|prometheus:' in script
     # the chart mode pins the kube-prometheus-stack release that runs the same operator
@@ -138,3 +141,47 @@ def test_inventory_is_the_controller_only(inventory: str) -> None:
     assert set(inv["all"]["children"]) <= {"ungrouped", "controller"}
     host = inv["_meta"]["hostvars"]["localhost"]
     assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
+
+
+def test_local_monitoring_manifests_are_valid_kubernetes_and_operator_objects(
+    tmp_path: Path,
+) -> None:
+    """The monitoring role's manifests as the local inventory renders them, checked by
+    kubeconform -strict against the Kubernetes 1.32 and prometheus-operator CRD schemas
+    (scripts/setup-charts.sh generates them): a misspelled field fails here, not on the
+    cluster."""
+    run = playbook(
+        "local", "tests/ansible/render_monitoring.yml", "-e", f"render_dir={tmp_path}", timeout=300
+    )
+    assert run.rc == 0, str(run)
+    docs = "".join(
+        "---\n" + (tmp_path / f"{name}.yaml").read_text()
+        for name in ("prometheus-operator", "prometheus", "kube-state-metrics", "node-exporter")
+    )
+    versions = pinned_versions()
+    k8s = versions["K8S_VERSION"]
+    schemas = CACHE / "schemas"
+    crds = schemas / f"prometheus-operator-{versions['PROMETHEUS_OPERATOR_VERSION']}"
+    assert (crds / "prometheus-monitoring-v1.json").is_file(), "run scripts/setup-charts.sh"
+    proc = subprocess.run(
+        [str(CACHE / "bin" / "kubeconform"), "-strict", "-summary", "-output", "text",
+         "-kubernetes-version", k8s.lstrip("v"), "-schema-location", str(schemas / f"k8s-{k8s}"),
+         "-schema-location", str(crds) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json"],
+        input=docs, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(docs) if d]
+    assert kinds.count("ServiceMonitor") == 4
+    assert "Prometheus" in kinds
+    prom = next(d for d in yaml.safe_load_all(docs) if d and d["kind"] == "Prometheus")
+    for what in ("serviceMonitor", "podMonitor", "probe", "scrapeConfig", "rule"):
+        assert prom["spec"][f"{what}Selector"] == {
+            "matchLabels": {"release": "kube-prometheus-stack"}
+        }
+        assert prom["spec"][f"{what}NamespaceSelector"] == {}
+    assert prom["spec"]["version"] == versions["PROMETHEUS_VERSION"]
+    chart_values = yaml.safe_load((tmp_path / "chart-values.yaml").read_text())
+    spec = chart_values["prometheus"]["prometheusSpec"]
+    assert spec["serviceMonitorSelectorNilUsesHelmValues"] is True
+    assert spec["ruleSelectorNilUsesHelmValues"] is True
+    assert chart_values["grafana"]["sidecar"]["dashboards"]["label"] == "grafana_dashboard"
