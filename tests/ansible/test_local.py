@@ -183,14 +183,15 @@ def rollout_under_load(extra: dict[str, Any]) -> tuple[Run, LoadLoop, list[dict[
 
 
 def assert_rolled_back(
-    run: Run, loop: LoadLoop, before: list[dict[str, Any]], failed_step: str
+    run: Run, loop: LoadLoop, before: list[dict[str, Any]], failed_step: str, bad_status: str
 ) -> None:
     assert run.rc != 0, "the failed release must fail the play"
     last_good = before[-1]["revision"]
     after = helm_history()
     assert after[-1]["status"] == "deployed"
     assert after[-1]["description"] == f"Rollback to {last_good}"
-    assert after[-2]["status"] == "failed"
+    # the bad revision: "failed" when its rollout failed, "superseded" when it rolled out
+    assert after[-2]["status"] == bad_status
     assert (
         f"Rolled back: revision {last_good} serves again, as revision {after[-1]['revision']}"
         in run.out
@@ -214,7 +215,7 @@ def test_a_release_that_never_gets_ready_is_rolled_back_under_load(
         "model_server_values": {"model": {"uri": "models:/beyondfit-classifier@nobody-set-this"}},
         "model_server_wait_timeout": "90s",
     })  # fmt: skip
-    assert_rolled_back(run, loop, before, "Install or upgrade the release")
+    assert_rolled_back(run, loop, before, "Install or upgrade the release", "failed")
     wait_until("only ready pods of the good revision", lambda: ready_service_pods(), timeout=120)
 
 
@@ -230,4 +231,4 @@ def test_a_release_that_fails_the_gate_is_rolled_back_under_load(
         "model_server_gate_window": 20,
     })  # fmt: skip
     assert "smoke prediction: 1 row(s) answered" in run.out
-    assert_rolled_back(run, loop, before, "gate: over 20s the pods")
+    assert_rolled_back(run, loop, before, "gate: over 20s the pods", "superseded")
