@@ -31,7 +31,9 @@ from tests.cluster.k8s_helpers import (
 )
 from tests.e2e.test_e2e import LoadLoop
 
-pytestmark = pytest.mark.slow
+# site.yml from nothing may build the images and start the cluster: longer than the
+# suite's default per-test timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 NS = "beyondfit"
 MONITORING = "monitoring"
