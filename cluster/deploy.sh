@@ -48,7 +48,7 @@ helm_wait() {
   log "$release is ready after $((SECONDS - start)) s"
 }
 
-helm_wait mlflow charts/mlflow charts/mlflow/environments/values-local.yaml
+helm_wait mlflow charts/mlflow inventories/local/values/mlflow.yaml
 
 # The service waits (not ready) until the registry has a champion: register one first. From
 # this host a Service's ClusterIP answers directly (kube-proxy), so the trainer talks to the
@@ -62,7 +62,7 @@ else
   MLFLOW_TRACKING_URI=$mlflow_url timeout 600 .venv/bin/python -m training.train
 fi
 
-helm_wait beyondfit charts/beyondfit charts/beyondfit/environments/values-local.yaml
+helm_wait beyondfit charts/beyondfit inventories/local/values/beyondfit.yaml
 
 log "helm test beyondfit: /health, /health/ready, /model and one /predict from a pod"
 hl test beyondfit --timeout 5m >/dev/null || die "helm test beyondfit failed (kubectl -n $ns logs beyondfit-test-connection)"

@@ -39,10 +39,24 @@ def tool(name: str) -> str:
     return path
 
 
+INVENTORIES = REPO / "inventories"
+
+
 def values_files(chart: str) -> list[Path]:
-    """Every ci/ and environment values file of a chart (the default values are `None`)."""
+    """Every ci/ values file of a chart and every environment's values for it
+    (inventories/<env>/values/<chart>.yaml); the default values are `None`."""
     root = CHARTS_DIR / chart
-    return sorted(root.glob("ci/*-values.yaml")) + sorted(root.glob("environments/values-*.yaml"))
+    return sorted(root.glob("ci/*-values.yaml")) + sorted(
+        INVENTORIES.glob(f"*/values/{chart}.yaml")
+    )
+
+
+def case_id(chart: str, values: Path) -> str:
+    """ci/<feature>-values.yaml -> <chart>-ci-<feature>-values; an environment's values
+    -> <chart>-env-<env>."""
+    if values.parent.name == "values" and values.parents[1].parent == INVENTORIES:
+        return f"{chart}-env-{values.parents[1].name}"
+    return f"{chart}-{values.parent.name}-{values.stem}"
 
 
 def cases() -> list[Any]:
@@ -51,7 +65,7 @@ def cases() -> list[Any]:
     for chart in CHARTS:
         out.append(pytest.param(chart, None, id=f"{chart}-defaults"))
         for f in values_files(chart):
-            out.append(pytest.param(chart, f, id=f"{chart}-{f.parent.name}-{f.stem}"))
+            out.append(pytest.param(chart, f, id=case_id(chart, f)))
     return out
 
 

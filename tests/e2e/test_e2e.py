@@ -204,7 +204,7 @@ def mlflow(namespace: str) -> str:
         "mlflow",
         str(REPO / "charts/mlflow"),
         "-f",
-        str(REPO / "charts/mlflow/environments/values-local.yaml"),
+        str(REPO / "inventories/local/values/mlflow.yaml"),
         "--wait",
         "--timeout",
         "5m",
@@ -371,7 +371,7 @@ def test_slow_model_load_does_not_restart_pods_then_they_become_ready(
         try:
             installed.append(helm(
                 "upgrade", "--install", "beyondfit", str(REPO / "charts/beyondfit"),
-                "-f", str(REPO / "charts/beyondfit/environments/values-local.yaml"),
+                "-f", str(REPO / "inventories/local/values/beyondfit.yaml"),
                 "--set", f"mlflow.trackingUri={slow}", "--wait", "--timeout", "10m",
                 timeout=700,
             ))  # fmt: skip
