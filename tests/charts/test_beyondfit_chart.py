@@ -10,6 +10,7 @@ import yaml
 
 from tests.charts.conftest import (
     CHARTS_DIR,
+    INVENTORIES,
     K8S_VERSION,
     NAMESPACE,
     RELEASE,
@@ -335,7 +336,7 @@ def test_default_render_is_closed() -> None:
 
 @pytest.mark.parametrize("env", ["local", "minikube", "staging", "production"])
 def test_no_environment_trusts_unsafe_models_or_opens_the_network(env: str) -> None:
-    docs = render("beyondfit", CHART / "environments" / f"values-{env}.yaml")
+    docs = render("beyondfit", INVENTORIES / env / "values" / "beyondfit.yaml")
     assert one(docs, "ConfigMap", FULLNAME)["data"]["BEYONDFIT_ALLOW_UNSAFE_MODELS"] == "false"
     assert one(docs, "NetworkPolicy")["spec"]["policyTypes"] == ["Ingress", "Egress"]
 

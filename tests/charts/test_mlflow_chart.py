@@ -6,6 +6,7 @@ import pytest
 
 from tests.charts.conftest import (
     CHARTS_DIR,
+    INVENTORIES,
     K8S_VERSION,
     NAMESPACE,
     RELEASE,
@@ -325,7 +326,7 @@ def test_auth_needs_its_secret_and_a_user_store(sets: list[str], message: str) -
 
 @pytest.mark.parametrize("env", ["staging", "production"])
 def test_staging_and_production_turn_auth_on(env: str) -> None:
-    docs = render("mlflow", CHART / "environments" / f"values-{env}.yaml")
+    docs = render("mlflow", INVENTORIES / env / "values" / "mlflow.yaml")
     assert "--app-name=basic-auth" in args_of(docs)
     uri = env_of(docs)["MLFLOW_AUTH_DATABASE_URI"]
     assert uri["valueFrom"]["secretKeyRef"] == {"name": "mlflow-auth", "key": "database-uri"}

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.k8s_helpers import KUBECONFIG, kubectl
-from tests.support.docs import REPO, blocks
+from tests.support.docs import LOCAL_VALUES, REPO, blocks
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ ALREADY_DONE = {"make image"}
 
 
 def documented_block() -> list[str]:
-    found = [b for b in blocks(REPO / "docs/deployment.md") if "values-local.yaml" in b.text]
+    found = [b for b in blocks(REPO / "docs/deployment.md") if LOCAL_VALUES in b.text]
     assert len(found) == 1, "deployment.md has one local deployment block"
     return found[0].commands()
 

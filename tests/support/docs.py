@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+#: what marks a command that deploys to the local cluster with its inventory's values
+LOCAL_VALUES = "inventories/local/values/"
 SHELL_TAGS = frozenset({"sh", "bash", "shell", "console"})
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.docs import REPO, Block, blocks, documents, shell_blocks, strip_comment
+from tests.support.docs import (
+    LOCAL_VALUES,
+    REPO,
+    Block,
+    blocks,
+    documents,
+    shell_blocks,
+    strip_comment,
+)
 
 BLOCKS = shell_blocks()
 COMMANDS = [(b, c) for b in BLOCKS for c in b.commands()]
@@ -205,7 +213,7 @@ def test_helm_and_kubectl_are_put_on_path_before_the_docs_use_them() -> None:
     first (helm and the cluster's kubectl are not on a default PATH)."""
     for block in BLOCKS:
         commands = block.commands()
-        local = any("values-local.yaml" in c or "load-image.sh" in c for c in commands)
+        local = any(LOCAL_VALUES in c or "load-image.sh" in c for c in commands)
         uses = [i for i, c in enumerate(commands) if re.match(r"(helm|kubectl)\b", c)]
         if local and uses:
             sourced = [i for i, c in enumerate(commands) if c == ". cluster/kube-env.sh"]
@@ -214,7 +222,7 @@ def test_helm_and_kubectl_are_put_on_path_before_the_docs_use_them() -> None:
 
 
 def test_the_local_deploy_block_creates_the_namespace_and_registers_a_model_first() -> None:
-    block = next(b for b in blocks(REPO / "docs/deployment.md") if "values-local.yaml" in b.text)
+    block = next(b for b in blocks(REPO / "docs/deployment.md") if LOCAL_VALUES in b.text)
     commands = block.commands()
 
     def first(pattern: str) -> int:
@@ -237,7 +245,8 @@ def test_shell_comment_stripping_keeps_quoted_hashes() -> None:
 
 def test_the_service_charts_tracking_uris_use_the_mlflow_charts_port() -> None:
     files = [REPO / "charts/beyondfit/values.yaml",
-             *sorted((REPO / "charts/beyondfit/environments").glob("values-*.yaml"))]  # fmt: skip
+             *sorted((REPO / "inventories").glob("*/values/beyondfit.yaml"))]  # fmt: skip
+    assert len(files) == 5, files  # the defaults and the four environments
     for path in files:
         uri = (yaml.safe_load(path.read_text()).get("mlflow") or {}).get("trackingUri")
         if uri and re.match(r"http://mlflow[.:/]", uri):
