@@ -332,8 +332,17 @@ class ModelStore:
         )
 
     async def _try_load(self, ref: ModelRef) -> None:
+        # The direct download checks its own deadline as bytes arrive; this one also bounds
+        # MLflow's client and deserialization. A thread cannot be stopped: one that overruns
+        # is abandoned (its result dropped) and this worker moves on.
+        timeout = self.settings.load_timeout_seconds
+        limit = timeout + max(10.0, timeout / 2)
         try:
-            model = await asyncio.to_thread(self.load, ref)
+            model = await asyncio.wait_for(asyncio.to_thread(self.load, ref), limit)
+        except TimeoutError:
+            raise RegistryError(
+                f"loading {ref.name} version {ref.version} took longer than {limit:g} s"
+            ) from None
         except ModelRefusedError as e:
             self._refuse(ref, str(e))
             return

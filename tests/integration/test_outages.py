@@ -203,3 +203,25 @@ def test_a_trickling_download_fails_at_the_load_deadline(
         print(f"\ntrickling download abandoned {took:.1f} s after the start")
         assert httpx.get(f"{svc.url}/health").status_code == 200
         assert httpx.get(f"{svc.url}/health/ready").status_code == 503
+
+
+def test_a_trickling_download_through_mlflows_client_is_abandoned_at_the_load_deadline(
+    start_service: Callable[..., Service],
+    mlflow_server: MlflowServer,
+    registered_model: RegisteredModel,
+) -> None:
+    """The MLflow-client path has no per-byte deadline of ours: the whole load is bounded
+    (load timeout + max(10 s, half of it)) and the worker moves on."""
+    with trickling_proxy(mlflow_server.url) as proxy:
+        svc = start_service(
+            MLFLOW_TRACKING_URI=proxy,
+            BEYONDFIT_MODEL_LOADER="mlflow",
+            BEYONDFIT_LOAD_TIMEOUT_SECONDS="4",
+            BEYONDFIT_LOAD_RETRY_MAX_SECONDS="1",
+        )
+        try:
+            wait_for(lambda: "took longer than 14 s" in svc.log_text(), 90, "")
+        except TimeoutError:
+            pytest.fail(f"the load was never abandoned: {svc.log_text()[-3000:]}")
+        assert httpx.get(f"{svc.url}/health").status_code == 200
+        assert httpx.get(f"{svc.url}/health/ready").status_code == 503
