@@ -339,8 +339,8 @@ def worker_pids(url: str) -> frozenset[str] | None:
 
 
 def pod_metrics_url(pod: dict[str, Any]) -> str:
-    """Where a pod answers /metrics."""
-    return f"{pod_url(pod)}/metrics"
+    """Where a pod answers /metrics: its own port."""
+    return f"{pod_url(pod, 'metrics')}/metrics"
 
 
 def served_versions(pod: dict[str, Any]) -> set[str] | None:
