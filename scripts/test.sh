@@ -52,7 +52,7 @@ if [ "$layer" = all ]; then
   # nothing when cached) run in the background beside the first layers, at low priority;
   # scripts/setup-ansible.sh waits for them.
   mkdir -p "$BEYONDFIT_CACHE"
-  nice -n 19 bash scripts/monitoring-images.sh build >"$BEYONDFIT_CACHE/monitoring-build.log" 2>&1 &
+  nice -n 19 bash scripts/monitoring-images.sh build >"$BEYONDFIT_CACHE/monitoring-build.log" 2>&1 9>&- &
   bash scripts/lint.sh
   for l in "${LAYERS[@]}"; do
     t=$SECONDS
