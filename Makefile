@@ -4,10 +4,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help setup demo test test-unit test-integration test-monitoring test-charts \
-        test-images test-cluster e2e dashboards lint format bench load image cluster-up cluster-down clean
+        test-ci test-images test-cluster e2e dashboards lint format bench load image cluster-up \
+        cluster-down deploy-local clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[A-Za-z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 setup: ## create .venv (cached outside the tree) with the pinned Python packages
 	@bash scripts/setup-python.sh
@@ -20,6 +21,9 @@ test: setup ## the whole suite, as CI runs it (installs what it needs)
 
 test-unit: setup ## fast tests: no servers
 	@bash scripts/test.sh unit
+
+test-ci: setup ## the GitHub Actions workflows: actionlint, gating, every step a repository command
+	@bash scripts/test.sh ci
 
 test-integration: setup ## real MLflow server + real gunicorn
 	@bash scripts/test.sh integration
@@ -62,6 +66,9 @@ cluster-up: ## start the local single-node Kubernetes cluster (kubeconfig: see R
 
 cluster-down: ## stop the local cluster and remove everything it made
 	@bash cluster/down.sh
+
+deploy-local: setup ## both charts + a registered model on the local cluster (after cluster-up, image)
+	@bash cluster/deploy.sh
 
 clean: ## remove local state (not the caches)
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app import errors, routes, v2
+from app import docs_page, errors, routes, v2
 from app.drain import DrainState
 from app.logs import logging_config
 from app.metrics import Metrics
@@ -57,12 +57,15 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         description="Predictions from the model that the MLflow registry alias names, "
         "with Prometheus metrics and the Open Inference Protocol.",
         lifespan=lifespan,
+        docs_url=None,  # docs_page serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.store = store
     app.state.draining = DrainState()
     errors.install(app)
+    docs_page.install(app)
     app.include_router(routes.router)
     app.include_router(v2.router)
     if settings.enable_constant_endpoint:

@@ -9,6 +9,7 @@
 for image in "$@"; do
   t=$SECONDS
   podman image exists "$image" || die "podman has no image $image"
+  log "loading $image into the cluster's containerd (podman save | ctr import: about 20 s)"
   # Drop an older image of the same name first: its snapshots may be gone (down.sh wipes
   # them, containerd's metadata keeps the name) and the import would then fail with
   # "parent snapshot ... does not exist".

@@ -271,6 +271,7 @@ wait_for "default ServiceAccount" 30 kc -n default get serviceaccount default
 lap "cluster up in $((SECONDS - T0)) s"
 cat >&2 <<EOF
   kubeconfig: $KUBECONFIG_PATH      (export KUBECONFIG=$KUBECONFIG_PATH)
+  helm + this cluster's kubectl on PATH, KUBECONFIG set:  . cluster/kube-env.sh
   API server: https://$NODE_IP:$API_PORT    node: $NODE_NAME ($NODE_IP)
   load an image: cluster/load-image.sh IMAGE...    logs: $LOGS    stop: make cluster-down
 EOF

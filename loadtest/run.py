@@ -36,6 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
 MIB = 1024 * 1024
+PROGRESS_EVERY_S = 10.0
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -286,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     rss: dict[int, list[tuple[float, int]]] = {}
     roles: dict[int, str] = {}
     start = time.monotonic()
+    next_progress = PROGRESS_EVERY_S
     with open(args.out / "locust.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = start + args.duration + 60
@@ -296,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait(10)
                     raise SystemExit("locust did not stop in time; see locust.log")
                 t = round(time.monotonic() - start, 2)
+                if t >= next_progress:  # a long run says what it is doing
+                    next_progress += PROGRESS_EVERY_S
+                    print(
+                        f"load: {t:.0f} of {args.duration} s, sampling the RSS of "
+                        f"{1 + len(children(master))} processes",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 for pid, role in [(master, "master")] + [(w, "worker") for w in children(master)]:
                     value = rss_bytes(pid)
                     if value is not None:

@@ -3,7 +3,13 @@
 # Kubernetes): an MLflow tracking server (SQLite + local artifacts), a training run that
 # registers and promotes a model, the service under gunicorn with 2 workers, Prometheus
 # scraping it with the alert and recording rules, and one sample prediction.
-# Ctrl-C stops everything it started. State lives in .demo/ (delete it to start over).
+# Ctrl-C (or SIGTERM/SIGHUP to this script) stops everything it started, in order, and
+# exits 0. State lives in .demo/ (delete it to start over).
+#
+# The servers run in sessions of their own, so a Ctrl-C in the terminal reaches only this
+# script, whose trap stops them: the cleanup is the same whoever sends the signal. (A
+# non-interactive bash cannot trap a signal that was ignored when it started, e.g. INT for
+# `make demo &` in a script: stop such a demo with SIGTERM.)
 #
 # Environment: MLFLOW_PORT (5000), BEYONDFIT_PORT (8000), PROMETHEUS_PORT (9090),
 # SCRAPE_INTERVAL (15s), DEMO_DIR (.demo), DEMO_ONESHOT=1 (stop after the sample prediction).
@@ -26,17 +32,30 @@ for port in "$MLFLOW_PORT" "$BEYONDFIT_PORT" "$PROMETHEUS_PORT"; do
 done
 
 pids=()
+# stop: TERM to every server (the last started first), each given 20 s before KILL.
 cleanup() {
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM HUP
   log "stopping ${#pids[@]} processes"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
+  local i pid
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    pid=${pids[i]}
+    kill -TERM "$pid" 2>/dev/null || continue
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null && log "process $pid did not stop on TERM: killed" || true
   done
 }
 trap cleanup EXIT
-trap 'cleanup; exit 130' INT TERM
+trap 'cleanup; log "stopped"; exit 0' INT TERM HUP
+
+# start NAME LOG CMD...: CMD in the background, in a session of its own (see above).
+# setsid does not fork here (a background job of this script never leads a process group),
+# so $! is the server's own pid.
+start() {
+  local name=$1 logfile=$2; shift 2
+  setsid "$@" >"$logfile" 2>&1 &
+  pids+=($!)
+  log "$name: pid $!, log $logfile"
+}
 
 # wait_for URL SECONDS: until URL answers 200.
 wait_for() {
@@ -48,12 +67,10 @@ wait_for() {
 }
 
 log "MLflow tracking server on http://127.0.0.1:$MLFLOW_PORT"
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow server \
-  --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
+start MLflow "$DEMO_DIR/mlflow.log" env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+  .venv/bin/mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
   --backend-store-uri "sqlite:///$DEMO_DIR/mlflow.db" \
-  --artifacts-destination "$DEMO_DIR/artifacts" --serve-artifacts \
-  >"$DEMO_DIR/mlflow.log" 2>&1 &
-pids+=($!)
+  --artifacts-destination "$DEMO_DIR/artifacts" --serve-artifacts
 wait_for "http://127.0.0.1:$MLFLOW_PORT/health" 180
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
 
@@ -61,20 +78,19 @@ log "training: breast-cancer classifier -> registry, quality gate on the champio
 "$PY" -m training.train
 
 log "service under gunicorn (2 workers) on http://127.0.0.1:$BEYONDFIT_PORT"
-BEYONDFIT_HOST=127.0.0.1 BEYONDFIT_PORT=$BEYONDFIT_PORT BEYONDFIT_WORKERS=2 \
-  BEYONDFIT_RELOAD_INTERVAL_SECONDS=${BEYONDFIT_RELOAD_INTERVAL_SECONDS:-10} \
+start service "$DEMO_DIR/service.log" env BEYONDFIT_HOST=127.0.0.1 \
+  BEYONDFIT_PORT="$BEYONDFIT_PORT" BEYONDFIT_WORKERS=2 \
+  BEYONDFIT_RELOAD_INTERVAL_SECONDS="${BEYONDFIT_RELOAD_INTERVAL_SECONDS:-10}" \
   PROMETHEUS_MULTIPROC_DIR="$DEMO_DIR/metrics" \
-  .venv/bin/gunicorn -c python:app.gunicorn_conf 'app.main:create_app()' >"$DEMO_DIR/service.log" 2>&1 &
-pids+=($!)
+  .venv/bin/gunicorn -c python:app.gunicorn_conf 'app.main:create_app()'
 wait_for "http://127.0.0.1:$BEYONDFIT_PORT/health/ready" 180
 
 if command -v prometheus >/dev/null; then
   log "Prometheus on http://127.0.0.1:$PROMETHEUS_PORT (scrape every $SCRAPE_INTERVAL, rules loaded)"
   "$PY" monitoring/prometheus_config.py --target "127.0.0.1:$BEYONDFIT_PORT" \
     --interval "$SCRAPE_INTERVAL" --out "$DEMO_DIR/prometheus.yml"
-  prometheus --config.file="$DEMO_DIR/prometheus.yml" --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
-    --storage.tsdb.path="$DEMO_DIR/prometheus-data" >"$DEMO_DIR/prometheus.log" 2>&1 &
-  pids+=($!)
+  start Prometheus "$DEMO_DIR/prometheus.log" prometheus --config.file="$DEMO_DIR/prometheus.yml" \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --storage.tsdb.path="$DEMO_DIR/prometheus-data"
   wait_for "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 60
 fi
 
@@ -95,7 +111,7 @@ cat <<TXT
     MLflow UI      http://127.0.0.1:$MLFLOW_PORT
     API docs       http://127.0.0.1:$BEYONDFIT_PORT/docs
     metrics        http://127.0.0.1:$BEYONDFIT_PORT/metrics
-    Prometheus     http://127.0.0.1:$PROMETHEUS_PORT   (alerts: /alerts)
+    Prometheus     http://127.0.0.1:$PROMETHEUS_PORT   (alerts: http://127.0.0.1:$PROMETHEUS_PORT/classic/alerts)
     logs           $DEMO_DIR/*.log
 
   Train again (the gate decides whether the new version becomes champion; the service
@@ -106,5 +122,6 @@ cat <<TXT
 TXT
 
 [ "${DEMO_ONESHOT:-0}" = 1 ] && exit 0
+# Until a signal (its trap exits 0) or until a server exits on its own, which is an error.
 wait -n "${pids[@]}" || true
-die "a demo process exited; see the logs in $DEMO_DIR"
+die "a demo process exited on its own; see the logs in $DEMO_DIR"

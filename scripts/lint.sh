@@ -4,6 +4,13 @@
 # inventories (.yamllint, .ansible-lint).
 . "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
+# The workflows (actionlint, which runs ShellCheck on every `run:` step) and the repository's
+# shell scripts (ShellCheck, warnings and errors); scripts/setup-ci.sh installs both.
+bash scripts/setup-ci.sh
+log "actionlint"
+actionlint
+log "shellcheck"
+git ls-files -z -- '*.sh' .ci/run | xargs -0 shellcheck -x -P SCRIPTDIR --severity=warning
 log "ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

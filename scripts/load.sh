@@ -9,7 +9,8 @@
 #   BEYONDFIT_LOAD_DURATION  seconds of load         (default 60)
 #   BEYONDFIT_LOAD_USERS     concurrent users        (default 4)
 #   BEYONDFIT_LOAD_RATE      requests/s per user     (default 10)
-#   BEYONDFIT_LOAD_OUT       report folder           (default loadtest/results/PROFILE-DATE)
+#   BEYONDFIT_LOAD_OUT       report folder           (default loadtest/results/PROFILE-DATE,
+#                                                     ignored by git so the tree stays clean)
 . "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
@@ -36,7 +37,7 @@ _, X_test, _, _ = split(X, y, config.test_size, config.seed)
 X_test.to_csv(sys.argv[1], index=False)
 PY
 
-log "load: $profile for ${duration}s against $host -> $out"
+log "load: $profile for ${duration} s against $host (progress every 10 s, then the report in $out)"
 timeout $((duration + 180)) .venv/bin/python loadtest/run.py --host "$host" --profile "$profile" \
   --duration "$duration" --users "${BEYONDFIT_LOAD_USERS:-4}" --rate "${BEYONDFIT_LOAD_RATE:-10}" \
   --rows "$out/rows.csv" --out "$out"

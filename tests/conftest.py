@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ MODEL_NAME = "beyondfit-classifier"
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """A real MLflow tracking server on a free loopback port, for the whole session."""
+    """A real MLflow tracking server on a free loopback port, for the whole session; it is
+    MLFLOW_TRACKING_URI meanwhile, so MLflow's own calls in the tests reach it."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = server.url
@@ -28,6 +30,29 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_left_as_found() -> Iterator[None]:
+    """MLflow keeps its tracking URI process-wide (a module global and MLFLOW_TRACKING_URI,
+    which child processes inherit): a test that changes it and leaves it points every later
+    test at a server that may be gone. Such a test fails here, and the URI is put back."""
+
+    def state() -> tuple[object, str | None]:
+        utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+        return getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+
+    before = state()
+    yield
+    after = state()
+    if after != before:
+        utils = sys.modules["mlflow.tracking._tracking_service.utils"]
+        utils._tracking_uri = before[0]
+        if before[1] is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before[1]
+        pytest.fail(f"the test left MLflow's tracking URI changed: {before} -> {after}")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ import numpy as np
 
 from training.data import DataError, categorical_columns, fingerprint, load_dataset, split
 from training.metrics import classification_metrics
-from training.train import build_pipeline, config_from_params, package_tags
+from training.tracking import using_tracking_uri
+from training.train import build_pipeline, config_from_params, package_tags, require_tracking_uri
 
 EXIT_IDENTICAL = 0
 EXIT_DIFFERENT = 1
@@ -92,13 +93,17 @@ def reproduce(
     """Rebuild run ``run_id``'s model and compare it with the logged model.
 
     Raises FingerprintMismatchError when the data differ from what the run trained on.
+    ``tracking_uri``, when given, is used for this call only.
     """
+    with using_tracking_uri(tracking_uri):
+        return _reproduce(run_id, data)
+
+
+def _reproduce(run_id: str, data: str | Path | None) -> ReproduceResult:
     import mlflow
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     run = MlflowClient().get_run(run_id)
     params: dict[str, str] = dict(run.data.params)
     tags: dict[str, str] = dict(run.data.tags)
@@ -170,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    require_tracking_uri(parser)
     try:
         result = reproduce(args.run_id, args.data)
     except FingerprintMismatchError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from training.data import (
     split,
 )
 from training.metrics import METRICS, classification_metrics, f1_average
+from training.tracking import using_tracking_uri
 
 ESTIMATORS = ("logreg", "random_forest")
 #: skops refuses to load types it does not trust; the trees of a random forest are one.
@@ -276,7 +278,15 @@ def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train, log, register and gate one model. See the module docstring and docs/training.md."""
+    """Train, log, register and gate one model. See the module docstring and docs/training.md.
+
+    ``config.tracking_uri``, when given, is used for this call only: MLflow's process-wide
+    tracking URI is as it was afterwards."""
+    with using_tracking_uri(config.tracking_uri):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> TrainResult:
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -289,8 +299,6 @@ def train(config: TrainConfig) -> TrainResult:
     estimator_params(config)  # validates the estimator name
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    if config.tracking_uri:
-        mlflow.set_tracking_uri(config.tracking_uri)
 
     X, y, source = load_dataset(config.dataset, config.data, config.target)
     config = replace(config, target=str(y.name))
@@ -564,6 +572,21 @@ def describe(result: TrainResult, alias: str) -> str:
     )
 
 
+NO_TRACKING_URI = (
+    "MLFLOW_TRACKING_URI is not set: point it at the tracking server, e.g. "
+    "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 (the one `make demo` starts); without it "
+    "MLflow would write a new, empty ./mlflow.db into the current directory"
+)
+
+
+def require_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    """The command-line tools need a tracking server named explicitly: MLflow's fallback is
+    a SQLite file in the current directory, which knows none of the runs and models and
+    litters the work tree (making every later run's ``git_dirty`` true)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        parser.error(NO_TRACKING_URI)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -571,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--data needs --target COL")
     if not 0.0 < args.test_size < 1.0:
         parser.error("--test-size must be between 0 and 1")
+    require_tracking_uri(parser)
     config = config_from_args(args)
     try:
         with _stdout_to_stderr(args.json):

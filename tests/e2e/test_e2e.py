@@ -335,6 +335,26 @@ def worker_pids(url: str) -> frozenset[str] | None:
     )
 
 
+def pod_metrics_url(pod: dict[str, Any]) -> str:
+    """Where a pod answers /metrics."""
+    return f"{pod_url(pod)}/metrics"
+
+
+def served_versions(pod: dict[str, Any]) -> set[str] | None:
+    """The model versions some live gunicorn worker of the pod serves: `model_info` is 1 for
+    a version while any live worker serves it (its multiprocess mode is livemax, and a worker
+    sets the version it swapped out to 0). None if the pod does not answer."""
+    try:
+        text = httpx.get(pod_metrics_url(pod), timeout=3).text
+    except httpx.HTTPError:
+        return None
+    return {
+        line.split('version="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("model_info{") and float(line.rsplit(" ", 1)[1]) == 1
+    }
+
+
 def test_slow_model_load_does_not_restart_pods_then_they_become_ready(
     mlflow: str, first_model: dict[str, Any]
 ) -> None:
@@ -404,6 +424,11 @@ def test_slow_model_load_does_not_restart_pods_then_they_become_ready(
     mlflow_pods = kubectl_json("-n", NS, "get", "pods", "-l", "app.kubernetes.io/name=mlflow")
     assert restarts(mlflow_pods["items"]) == 0
     print(f"slow load: ready after {took:.0f} s, not ready seen until {max(not_ready_seen):.0f} s")
+    # the pods really loaded through the slow proxy: it relayed the alias lookup and the
+    # model's files (its log: one "METHOD PATH -> status line" per request)
+    relayed = kubectl("-n", NS, "logs", "deployment/mlflow-slow", "--tail=-1").stdout
+    assert "/api/2.0/mlflow/registered-models/alias" in relayed, relayed[-2000:]
+    assert "/api/2.0/mlflow-artifacts/artifacts/" in relayed, relayed[-2000:]
 
     # back to the MLflow Service itself (a config change: the pods roll)
     upgrade_service("mlflow.trackingUri=http://mlflow:5000")
@@ -438,7 +463,14 @@ def test_rolling_update_under_load_drops_no_request(sample_row: dict[str, float]
         kubectl(
             "-n", NS, "rollout", "status", "deployment/beyondfit", "--timeout=300s", timeout=320
         )
-        time.sleep(10)  # old pods finish their preStop pause and drain
+        # the old pods finish their preStop pause, drain and go (the chart gives each
+        # terminationGracePeriodSeconds, 35 s): the load keeps running until they are gone
+        wait_until(
+            "the replaced pods gone",
+            lambda: not before & {p["metadata"]["name"] for p in service_pods()},
+            timeout=120,
+            interval=1,
+        )
         rollout_end = time.monotonic()
         ok_during = loop.ok - ok_before
     after = {p["metadata"]["name"] for p in service_pods()}
@@ -460,7 +492,15 @@ def test_alias_move_is_served_without_pod_restart(
         wait_until(
             "the new version served", lambda: str(second["version"]) in loop.versions, timeout=120
         )
-        time.sleep(8)  # every worker of every pod has swapped (reload interval 5 s)
+        # every live worker of every Ready pod has swapped (reload interval 5 s)
+        wait_until(
+            f"every worker of every Ready pod serving only version {second['version']}",
+            lambda: all(
+                served_versions(p) == {str(second["version"])} for p in service_pods() if ready(p)
+            ),
+            timeout=120,
+            interval=1,
+        )
     assert loop.failures == []
     r = httpx.post(f"{url}/predict", json={"instances": [sample_row]}).json()
     assert r["model_version"] == str(second["version"])

@@ -156,24 +156,33 @@ def test_health_model_and_openapi(service: Service, registered_model: Registered
 
 
 def test_a_burst_of_keep_alive_connections_is_shared_by_both_workers(
-    service: Service, registered_model: RegisteredModel
+    start_service: Callable[..., Service], registered_model: RegisteredModel
 ) -> None:
     """A client pool opening 8 connections at once, each with a prediction to make (as wrk
     does): each worker must take some of them. The first worker to wake used to accept the
-    whole burst while the other idled. Three bursts, since an unbalanced accept still splits
-    a burst by luck now and then."""
+    whole burst in one go while the other idled. Five bursts, judged together: an unbalanced
+    accept still splits a burst by luck now and then, and a balanced one may lose a burst to
+    a worker busy elsewhere (a registry check) at that moment.
+
+    On a loaded machine the worker the scheduler resumes first could accept and serve the
+    whole burst before the other one ran at all, whatever its accept loop does (this failed
+    under a CPU hog): _burst gives each worker a core of its own and priority over other
+    processes, and each request is a batch of 715 rows, milliseconds of work, so both run
+    while the burst is taken. With stock uvicorn workers it still goes 8/0 (tried)."""
+    service = start_service(BEYONDFIT_MAX_BATCH_SIZE="1000")
+    service.wait_ready(180)
     port = int(service.url.rsplit(":", 1)[1])
     workers = service.worker_pids()
-    body = json.dumps({"instances": rows(registered_model, 1)}).encode()
+    body = json.dumps({"instances": rows(registered_model, 143) * 5}).encode()
     request = (
         b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    for _ in range(3):
-        held = _burst(port, workers, 8, request)
-        assert sum(held.values()) == 8, held
-        assert min(held.values()) >= 2, held
+    bursts = [_burst(port, workers, 8, request) for _ in range(5)]
+    assert all(sum(held.values()) == 8 for held in bursts), bursts
+    # over the five bursts each worker holds at least a quarter of the 40 connections
+    assert min(sum(held[pid] for held in bursts) for pid in workers) >= 10, bursts
 
 
 def _burst(port: int, workers: list[int], n: int, request: bytes) -> dict[int, int]:
@@ -182,6 +191,13 @@ def _burst(port: int, workers: list[int], n: int, request: bytes) -> dict[int, i
     answers, and returns how many connections each worker holds."""
     for pid in workers:
         os.kill(pid, signal.SIGSTOP)
+    # Each worker on a core of its own, ahead of other processes in the scheduler: when both
+    # are resumed they run at once, so how the burst splits depends on how each accepts, not
+    # on which one a busy machine happens to schedule first.
+    cores = sorted(os.sched_getaffinity(0))
+    for i, pid in enumerate(workers):
+        os.sched_setaffinity(pid, {cores[i % len(cores)]})
+        os.setpriority(os.PRIO_PROCESS, pid, -10)
     conns = []
     try:
         for _ in range(n):
@@ -192,7 +208,7 @@ def _burst(port: int, workers: list[int], n: int, request: bytes) -> dict[int, i
             os.kill(pid, signal.SIGCONT)
     try:
         for c in conns:
-            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")  # the head of the answer
         ss = subprocess.run(
             ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
             capture_output=True, text=True, check=True,
@@ -221,9 +237,9 @@ def test_direct_loader_and_mlflow_loader_serve_the_same_model(
     for key in ("signature", "input_example", "features", "run_id"):
         assert a[key] == b[key], key
     reference = "model_feature_reference_ratio"
-    assert sample_value(scrape(service.url), reference, feature="mean radius") == sample_value(
-        scrape(via_mlflow.url), reference, feature="mean radius"
-    )
+    ratio = sample_value(scrape(service.url), reference, feature="mean radius")
+    assert ratio is not None  # both could be missing: compare only what is there
+    assert ratio == sample_value(scrape(via_mlflow.url), reference, feature="mean radius")
 
 
 def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
@@ -242,7 +258,6 @@ def test_a_model_without_the_sklearn_flavor_is_served_through_mlflow(
             return (estimator.predict_proba(model_input)[:, 1] > 0.9).astype(int)
 
     X = registered_model.X_test
-    mlflow.set_tracking_uri(mlflow_server.url)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -796,13 +811,16 @@ def test_service_started_before_mlflow_waits_then_serves_without_it(
             assert r.status_code == 200, r.text
         assert httpx.get(f"{svc.url}/health/ready").status_code == 200
         errors_before = sample_value(scrape(svc.url), "model_reloads_total", result="error") or 0
-        time.sleep(2)  # a few failed alias checks happen meanwhile: still serving, same workers
+        # each failed alias check counts (BeyondfitModelReloadFailed tells the operator):
+        # wait for a few, then the service still serves with the same workers
+        deadline = time.monotonic() + 60
+        errors = errors_before
+        while errors < errors_before + 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            errors = sample_value(scrape(svc.url), "model_reloads_total", result="error") or 0
+        assert errors >= errors_before + 2, "no failed alias check counted in 60 s"
         assert httpx.post(f"{svc.url}/predict", json=body).status_code == 200
         assert svc.worker_pids() == pids
-        # each failed check counts: BeyondfitModelReloadFailed tells the operator
-        errors = sample_value(scrape(svc.url), "model_reloads_total", result="error")
-        assert errors is not None
-        assert errors > errors_before
     finally:
         late.stop()
 
@@ -900,7 +918,6 @@ def test_a_model_with_string_columns_is_served_through_the_registry(
         [("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder=StandardScaler()
     )
     model = make_pipeline(encode, LogisticRegression()).fit(X, y)
-    mlflow.set_tracking_uri(mlflow_server.url)
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             model,

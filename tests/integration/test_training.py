@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from training import reference
 from training.data import fingerprint, load_dataset, split
 from training.reproduce import FingerprintMismatchError, reproduce
 from training.reproduce import main as reproduce_main
+from training.tracking import using_tracking_uri
 from training.train import TrainConfig, TrainResult, git_tags, package_tags, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,9 +39,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tracking_uri(mlflow_server: MlflowServer) -> str:
-    mlflow.set_tracking_uri(mlflow_server.url)
-    return mlflow_server.url
+def tracking_uri(mlflow_server: MlflowServer) -> Iterator[str]:
+    with using_tracking_uri(mlflow_server.url):
+        yield mlflow_server.url
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +302,17 @@ def test_a_table_with_a_string_column_trains_gets_category_bins_and_reproduces(
 
     assert again.identical_predictions
     assert again.max_abs_proba_diff == 0.0
+
+
+def test_train_and_reproduce_leave_the_tracking_uri_as_they_found_it(
+    mlflow_server: MlflowServer,
+) -> None:
+    """A caller's tracking URI (the module global and the environment variable) is the same
+    after train() and reproduce() were given another one."""
+    other = mlflow_server.url.replace("127.0.0.1", "localhost")  # the same server, by name
+    before = (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI"))
+    assert other not in before
+    result = run_training(other, "beyondfit-uri-restored", **WEAK)
+    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before
+    assert reproduce(result.run_id, tracking_uri=other).identical_predictions
+    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before

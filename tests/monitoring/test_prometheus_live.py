@@ -93,9 +93,7 @@ def test_steady_load_dashboard_rules_and_no_drift(
 ) -> None:
     service, prom, rows = live
     _run_load(service.url, service.master_pid, rows, tmp_path / "steady", "steady", 20)
-    time.sleep(3)  # a few more scrapes and rule evaluations
-
-    # Every recording rule has series.
+    # Every recording rule has series (after a few more scrapes and rule evaluations).
     records = [
         r["record"]
         for path in sorted(RULES_DIR.glob("*.yaml"))
@@ -103,8 +101,15 @@ def test_steady_load_dashboard_rules_and_no_drift(
         for r in g["rules"]
         if "record" in r
     ]
-    empty = [r for r in dict.fromkeys(records) if not prom.query(f'{{__name__="{r}",job="{JOB}"}}')]
-    assert empty == [], "recording rules without series"
+
+    def empty() -> list[str]:
+        unique = dict.fromkeys(records)
+        return [r for r in unique if not prom.query(f'{{__name__="{r}",job="{JOB}"}}')]
+
+    deadline = time.monotonic() + 60
+    while (missing := empty()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert missing == [], "recording rules without series after 60 s"
 
     # Every dashboard query returns data.
     board = yaml.safe_load(DASHBOARD.read_text())  # JSON is YAML

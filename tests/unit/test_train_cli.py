@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,8 +113,10 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
 
 
 def test_unusable_data_exits_2_with_a_one_line_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the data is refused before the tracking server is asked anything: a dead port will do
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     path = tmp_path / "t.csv"
     pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}).to_csv(path, index=False)
 
@@ -399,3 +402,27 @@ def test_reproduce_refusal_message_is_one_line() -> None:
     assert len(str(exc).splitlines()) == 1
     assert "refusing" in str(exc)
     assert "file:/d.csv" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("module", "args"), [("training.train", []), ("training.reproduce", ["0123abcd"])]
+)
+def test_cli_without_a_tracking_uri_refuses_and_writes_nothing(
+    module: str, args: list[str], tmp_path: Path
+) -> None:
+    """MLflow's fallback store is ./mlflow.db: "Run not found" from an empty database, and a
+    stray file that makes every later run of the work tree dirty. The tools refuse instead."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "MLFLOW_TRACKING_URI is not set" in done.stderr
+    assert list(tmp_path.iterdir()) == []
