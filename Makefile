@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help setup demo test test-unit test-integration test-monitoring test-charts \
-        test-ci test-images test-cluster e2e dashboards lint format bench load image cluster-up \
+        test-ci test-images test-cluster test-ansible e2e dashboards lint format bench load image cluster-up \
         cluster-down deploy-local clean
 
 help: ## list the targets
@@ -42,6 +42,9 @@ test-cluster: setup ## a real single-node Kubernetes cluster comes up and works
 
 e2e: setup ## the whole stack on the local cluster
 	@bash scripts/test.sh e2e
+
+test-ansible: setup ## site.yml on the local cluster from nothing, EKS on moto, lint/specs of every inventory
+	@bash scripts/test.sh ansible
 
 lint: setup ## ruff + mypy
 	@bash scripts/lint.sh

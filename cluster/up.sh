@@ -144,9 +144,11 @@ render addons.yaml "$CONF/addons.yaml"
 
 # --- process helpers --------------------------------------------------------------------------
 # start NAME CMD...: runs CMD in its own session, logs to $LOGS/NAME.log, pid in $PIDS.
+# The daemons must not inherit scripts/test.sh's host lock (fd 9): they outlive the run, and
+# a cluster left up would hold the lock for good, so every later run would wait forever.
 start() {
   local name=$1; shift
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
 }
 # wait_for WHAT TIMEOUT CMD...: polls CMD until it succeeds; fails naming the log to read.

@@ -48,8 +48,7 @@ build_one() {  # build_one NAME VERSION HOW
   local name=$1 v=$2 how=$3 dir="$CACHE_DIR/$1-$2"
   [ -x "$dir/$name" ] && return 0
   local t=$SECONDS tmp="$dir.tmp.$$" kind=${how%%:*} pkg=${how#*:} tags=()
-  # shellcheck disable=SC2054 # the comma separates build tags, not array elements
-  [ "$name" = prometheus ] && tags=(-tags remove_all_sd,enable_kubernetes_sd)
+  [ "$name" = prometheus ] && tags=(-tags "remove_all_sd,enable_kubernetes_sd")
   log "building $name $v (cold: minutes on 2 cores)"
   mkdir -p "$tmp"
   if [ "$kind" != install ]; then

@@ -53,6 +53,13 @@ take_host_lock() {
 layer=${1:-all}; shift || true
 if [ "$layer" = all ]; then
   start=$SECONDS
+  # The local monitoring stack's Go builds (tests/ansible; ~25 min on 2 cores when cold,
+  # nothing when cached) run in the background beside the first layers, at low priority;
+  # scripts/setup-ansible.sh waits for them. (Not with the host lock's fd: it outlives steps.)
+  if [[ " ${LAYERS[*]} " =~ \ ansible\  ]]; then
+    mkdir -p "$BEYONDFIT_CACHE"
+    nice -n 19 bash scripts/monitoring-images.sh build >"$BEYONDFIT_CACHE/monitoring-build.log" 2>&1 9>&- &
+  fi
   # host_layer LAYER: the lock first; then, the first time, whether the cluster is ours to
   # bring down at the end (it is unless it was already up).
   host_layer() {
@@ -71,13 +78,6 @@ if [ "$layer" = all ]; then
     summary+=("$(printf '%-12s %-7s %5d s' "$name" "$result" $((SECONDS - t)))")
     log "$name: $result in $((SECONDS - t)) s"
   }
-  # The local monitoring stack's Go builds (tests/ansible; ~25 min on 2 cores when cold,
-  # nothing when cached) run in the background beside the first layers, at low priority;
-  # scripts/setup-ansible.sh waits for them. (Go builds only: no podman, no lock.)
-  if [[ " ${LAYERS[*]} " =~ \ ansible\  ]]; then
-    mkdir -p "$BEYONDFIT_CACHE"
-    nice -n 19 bash scripts/monitoring-images.sh build >"$BEYONDFIT_CACHE/monitoring-build.log" 2>&1 &
-  fi
   step lint bash scripts/lint.sh
   for l in "${LAYERS[@]}"; do
     case $l in images|cluster|e2e|ansible) host_layer ;; esac
