@@ -147,7 +147,6 @@ def test_hostile_model_versions_never_run_and_the_served_version_keeps_answering
     mlflow_server: MlflowServer,
     registered_model: RegisteredModel,
 ) -> None:
-    mlflow.set_tracking_uri(mlflow_server.url)
     client = mlflow.MlflowClient()
     good_dir = Path(
         mlflow.artifacts.download_artifacts(

@@ -93,7 +93,6 @@ def test_a_truncated_artifact_is_refused_after_repeated_failures(
     mlflow_server: MlflowServer,
     registered_model: RegisteredModel,
 ) -> None:
-    mlflow.set_tracking_uri(mlflow_server.url)
     client = mlflow.MlflowClient()
     good_dir = Path(
         mlflow.artifacts.download_artifacts(
