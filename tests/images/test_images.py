@@ -225,6 +225,9 @@ def test_service_container_serves_a_registered_model_read_only_and_stops_cleanly
             "BEYONDFIT_PORT": str(port),
             "BEYONDFIT_WORKERS": "2",
             "BEYONDFIT_MAX_BATCH_SIZE": "200000",
+            # the in-flight request below is a 20,000-row batch, about 16 MB of JSON: above
+            # the default 1 MiB body limit, which would answer 413 and close the connection
+            "BEYONDFIT_MAX_BODY_BYTES": str(64 * 1024 * 1024),
             "BEYONDFIT_RELOAD_INTERVAL_SECONDS": "0",
         },
         extra=TMPFS,
