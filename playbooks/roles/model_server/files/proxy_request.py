@@ -18,19 +18,24 @@ def main(argv: list[str]) -> int:
     body = json.loads(argv[4]) if len(argv) > 4 else None
     config.load_kube_config(config_file=kubeconfig)
     api = client.ApiClient()
+    # kubernetes-client 33+: param_serialize adds the host and the kubeconfig's credentials
+    method_, url, headers, body_, _ = api.param_serialize(
+        method,
+        path,
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
     try:
         response = api.call_api(
-            path,
-            method,
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _preload_content=False,
-            _request_timeout=60,
+            method_, url, header_params=headers, body=body_, _request_timeout=60
         )
+        response.read()
     except ApiException as e:
         print(f"HTTP {e.status}: {e.body}", file=sys.stderr)
+        return 1
+    if response.status >= 400:
+        print(f"HTTP {response.status}: {response.data.decode()}", file=sys.stderr)
         return 1
     sys.stdout.write(response.data.decode())
     return 0
