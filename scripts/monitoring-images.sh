@@ -110,9 +110,12 @@ for entry in "${IMAGES[@]}"; do
 done
 [ "$what" = images ] && exit 0
 . cluster/env.sh
+# The list first: `ctr ... | grep -q` under pipefail fails when grep stops reading early,
+# which made every run import every image again (and report a change).
+present="$(ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null || true)"
 for entry in "${IMAGES[@]}"; do
   IFS='|' read -r name v _ <<<"$entry"
   image="localhost/beyondfit/$name:$v"
-  ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -qxF "$image" && continue
+  grep -qxF "$image" <<<"$present" && continue
   bash cluster/load-image.sh "$image"
 done

@@ -25,5 +25,5 @@ def test_molecule_scenario(role: str) -> None:
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    for step in ("prepare", "converge", "idempotence", "verify", "cleanup"):
+    for step in ("prepare", "converge", "idempotence", "verify", "cleanup", "destroy"):
         assert f"{step}: Executed: Successful" in out, step
