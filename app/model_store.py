@@ -37,6 +37,7 @@ from app.registry import (
     inside,
     load_sklearn,
     read_mlmodel,
+    sha256_of,
     verify_digest,
 )
 from app.schema import InputSchema, ModelInput, UnsupportedSignatureError, input_schema
@@ -462,7 +463,7 @@ class ModelCache:
                 target = inside(staging, relative)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(inside(model_dir, relative), target)
-                digests[relative] = _sha256(target)
+                digests[relative] = sha256_of(target)
             (staging / "digests.json").write_text(
                 json.dumps({"ref": ref.__dict__, "sha256": digests})
             )
@@ -492,7 +493,7 @@ class ModelCache:
         try:
             recorded = json.loads((model_dir / "digests.json").read_text())
             return all(
-                _sha256(inside(model_dir, relative)) == digest
+                sha256_of(inside(model_dir, relative)) == digest
                 for relative, digest in recorded["sha256"].items()
             )
         except (OSError, ValueError, KeyError, UntrustedModelError):
@@ -509,7 +510,7 @@ class ModelCache:
         except (OSError, ValueError) as e:
             raise ModelRefusedError(f"the kept copy of version {version} is unreadable") from e
         for relative, digest in recorded["sha256"].items():
-            if _sha256(inside(model_dir, relative)) != digest:
+            if sha256_of(inside(model_dir, relative)) != digest:
                 raise ModelRefusedError(
                     f"the kept copy of version {version} does not match its recorded sha256 "
                     f"({relative})"
@@ -524,14 +525,6 @@ def _default_cache_dir() -> Path:
     if shared:
         return Path(shared) / "model-cache"
     return Path(tempfile.gettempdir()) / "beyondfit-model-cache"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _pyfunc_example_rows(pyfunc: Any) -> list[dict[str, Any]] | None:
